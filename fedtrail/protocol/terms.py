@@ -142,7 +142,8 @@ widen the ``k`` largest, attack a98) (:attr:`DuplicateRule.support_overlap`,
 A copy sent through ``topk8`` keeps exactly those entries (share 1) whatever noise it then adds
 to their values, which takes it past ``support_cosine`` (attack a93); two honest ``topk8``
 updates of one round came to 0.9772 at most (40 sites, Dirichlet 1, at least 10 images;
-``scripts/bench/support_overlap.py``; docs/results.md *Sparse noisy copies*), with error feedback as a
+``scripts/bench/support_overlap.py``; docs/results.md *Sparse noisy copies*), with error feedback
+as a
 node keeps it; sites that encode every round alone (no residual) reached 0.9940 against a dense
 update at Dirichlet 0.3 in later rounds and are marked (``scripts/bench/either_order.py
 --no-error-feedback``; docs/results.md *Sparse copies committed first*)."""

@@ -137,7 +137,8 @@ SPAN_RESIDUAL: Final = 0.01
 the free-rider references is below 1% of its norm is a linear mixture of earlier updates. Honest
 updates measured at 0.16 and more with 5 sites (18 references) but 0.060 with 10 (33): the
 margin shrinks as references are added (20 sites: README; 100 not measured); ``mix2`` and
-``twoago`` as they are score 3e-4 to 1.4e-3 with the test's ridge (docs/results.md *Linear mixtures*).
+``twoago`` as they are score 3e-4 to 1.4e-3 with the test's ridge (docs/results.md *Linear
+mixtures*).
 0.01 sits between the two, about 7x from each at 10 sites; at 20 sites (63 references) an honest
 update scored 0.0114, so the terms' default is off (``Combiner.span_residual`` 0)."""
 
@@ -422,7 +423,8 @@ class Combiner:
     FREE_RIDER: a linear mixture of earlier public updates (the mean of two sites' previous
     updates, the sum of the last two global deltas: ``scripts/attacks/a2_stale_mix.py`` ``mix2``,
     ``twoago``, paid an honest share before). Honest updates measured at 0.060 and more (10
-    sites; 0.16 with 5), exact mixtures at 1.4e-3 and less (docs/results.md *Linear mixtures*). Noise
+    sites; 0.16 with 5), exact mixtures at 1.4e-3 and less (docs/results.md *Linear mixtures*).
+    Noise
     added to a mixture raises its residual at no cost to the copier: this stops mixtures as
     they are only. Off by default: the
     honest margin shrinks with the sites (20 sites, 63 references: an honest update at 0.0114,

@@ -79,7 +79,8 @@ are caught before the validation game:
   update's residual from any earlier update has all of them. Measured with
   ``scripts/bench/noisy_copy.py`` (honest FedAvg trajectories of the bundled data, the
   statistic against each update's closest reference up to 3 rounds back): honest updates
-  scored far above any white copy (see docs/results.md *Noisy copies*), copies plus white noise of 2% to
+  scored far above any white copy (see docs/results.md *Noisy copies*), copies plus white noise of
+  2% to
   100% of their norm below 5. Updates that declare DP-SGD (``declared_noise``) are exempt:
   their Gaussian noise is declared, and :func:`fedtrail.ml.dp_noise.noise_breach` judges it
   (an honest DP-SGD update at epsilon 1 scored below 10).
@@ -109,7 +110,8 @@ are caught before the validation game:
   coefficients: :func:`span_residuals`), is below it: the mean of two sites' previous updates
   or the sum of the last two global deltas (``scripts/attacks/a2_stale_mix.py`` ``mix2``,
   ``twoago``) leave about 1e-3 (the ridge's part), honest updates 0.16 and more
-  (``scripts/bench/noisy_copy.py``; docs/results.md *Linear mixtures*). The residual from the closest
+  (``scripts/bench/noisy_copy.py``; docs/results.md *Linear mixtures*). The residual from the
+  closest
   single reference, which the noise tests read, is the mixture's other part, structured, so
   those tests pay a mixture. Noise added to a mixture raises its residual at no cost to the
   copier: this stops mixtures as they are, not plus noise. Cost: the references' Gram matrix

@@ -444,16 +444,19 @@ class ThresholdLimits:
     ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
     white_noise_z: float = 1000.0
     """At most the default: higher moves the white-noise screen toward honest updates
-    (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose side (off is
+    (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose side (off
+    is
     what terms written before it read as, and a copier who shapes its noise passes it anyway,
     docs/results.md *Noisy copies*)."""
     shaped_noise_z: float = 1000.0
     """At most the default, as ``white_noise_z``: higher moves the shaped-noise screen toward
-    honest updates (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose
+    honest updates (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the
+    loose
     side (off is what terms written before it read as)."""
     block_noise_z: float = BLOCK_NOISE_Z
     """At most the default: higher moves the block-noise screen toward honest updates (measured
-    at 18.1 and more, ``topk8``; docs/results.md *Noise with a public profile*). Not bounded on the loose
+    at 18.1 and more, ``topk8``; docs/results.md *Noise with a public profile*). Not bounded on the
+    loose
     side (off is what terms written before it read as)."""
     stale_support_cosine: float = 0.99999
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates
