@@ -10,6 +10,7 @@ import importlib.util
 from dataclasses import fields
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -29,13 +30,13 @@ def _reader() -> ModuleType:
     return module
 
 
-def _product_takes(combiner: dict[str, object]) -> bool:
+def _product_takes(combiner: dict[str, Any]) -> bool:
     settings = ValuationSettings(
         method="shapley",
         metric="balanced_loss",
         standing=True,
         explanation_check=False,
-        combiner=combiner,
+        combiner=combiner,  # as parsed: any JSON value
     )
     try:
         combiner_from(settings)
