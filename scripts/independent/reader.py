@@ -2470,6 +2470,10 @@ def terms_field_problems(terms: dict) -> list:
             isinstance(comb, dict) and all(num(x) and type(x) is not bool for x in comb.values())
         ):
             out.append("valuation.combiner is not an object of finite numbers")
+        elif isinstance(comb, dict) and comb.get("size_norm_z", 0) < 0:
+            # README *Round terms*: size_norm_z (the second norm screen) is >= 0, 0 off; the
+            # product refuses a negative one, which this reader replayed as off (h-309)
+            out.append("valuation.combiner.size_norm_z is below 0")
         if v.get("mode") not in (None, "aggregator", "peers"):
             out.append(f"valuation.mode {v.get('mode')!r} is not aggregator or peers")
     model, salt = terms.get("initial_model"), terms.get("initial_salt")

@@ -107,3 +107,25 @@ def test_terms_without_it_replay_it_off_and_sites_must_consent() -> None:
     assert ThresholdLimits.accepting(ON).breaches(ON) == []
     with pytest.raises(ConfigError, match="size_norm_z"):
         replace(HISTORY_COMBINER, size_norm_z=-1.0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h-309: the allowance's median count is the round's claimed counts, so colluders "
+    "who inflate their claims (each within max_sample_ratio of that median) take an honest "
+    "large site's allowance away and get it rejected; fix: judge n against a reference the "
+    "sites do not set (e.g. the median of the round's registered maxSamples, or last round's "
+    "median count), in the service, verify and the reader, recorded in the terms",
+)
+def test_colluders_inflating_their_counts_cannot_get_an_honest_large_site_rejected() -> None:
+    """h-309 (reviewing h-301): the honest 80-image site at 4.5x the median norm (raw z 14,
+    under ``max_norm_z``; 0.5 after its 4x allowance) with two of the round's 20-image sites
+    claiming 80 images each. The median count becomes 80, the large site's allowance 1 and its
+    z 14 > 6: OUTLIER_NORM under ``size_norm_z`` 6, though its update and count are unchanged.
+    The colluders' own claims are the median (ratio 1: no IMPLAUSIBLE_SAMPLES) and their
+    updates are unchanged; the raw screen (``norm_size_cap`` 1) is not moved."""
+    honest = _screen(ON, NORMS, COUNTS)
+    assert honest["big"] is Reason.OK
+    inflated = {**COUNTS, "h0": 80, "h1": 80}
+    assert _screen(HISTORY_COMBINER, NORMS, inflated)["big"] is Reason.OK  # today's screen
+    assert _screen(ON, NORMS, inflated)["big"] is Reason.OK
