@@ -893,16 +893,18 @@ class Ledger:
     def site_round(self, round_id: int, site: str) -> SiteRoundView:
         """What a site node reads at each step of ``round_id`` (:class:`SiteRoundView`): the
         round (as :meth:`get_round`), ``site``'s commitment (as :meth:`get_submission`), the
-        pending block's timestamp, the last finalized round, ``site``'s privacy account and its
-        cap (as :meth:`get_site`), in one JSON-RPC batch of five views, four event queries and
-        the pending block; one by one where the provider takes no batch or an entry answers
-        with an error (which the single request then raises)."""
+        pending block's timestamp, the last finalized round, ``site``'s privacy account, its
+        cap (as :meth:`get_site`) and the round's peer record (as :meth:`get_peer_round`), in
+        one JSON-RPC batch of six views, four event queries and the pending block; one by one
+        where the provider takes no batch or an entry answers with an error (which the single
+        request then raises)."""
         views = [
             self._fn.getRound(round_id),
             self._fn.getSubmission(round_id, checksum(site)),
             self._fn.lastFinalizedRound(),
             self._fn.privacyAccount(checksum(site)),
             self._fn.getSite(checksum(site)),
+            self._fn.getPeerRound(round_id),
         ]
         queries = [
             self._log_query(name, argument_filters={"round": round_id})
@@ -921,8 +923,9 @@ class Ledger:
                 last_finalized=self.last_finalized_round(),
                 privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
                 max_samples=None if known is None else known.max_samples,
+                peer=self.get_peer_round(round_id),
             )
-        raw_round, raw_sub, last, (budget, spent), raw_site = batch.views
+        raw_round, raw_sub, last, (budget, spent), raw_site, raw_peer = batch.views
         opened, finalized, *submitted = batch.events
         info = _round(raw_round, opened, finalized)
         if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
@@ -934,6 +937,7 @@ class Ledger:
             last_finalized=int(last),
             privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
             max_samples=None if int(raw_site[0], 16) == 0 else _site(raw_site).max_samples,
+            peer=_peer_round(raw_peer),
         )
 
     @staticmethod

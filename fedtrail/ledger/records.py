@@ -249,6 +249,10 @@ class SiteRoundView:
     max_samples: int | None = None
     """The site's cap on chain (``maxSamples``: the most samples a reveal may claim); None
     for an address the ledger does not know."""
+    peer: PeerRoundInfo | None = None
+    """The round's peer record (as :meth:`Ledger.get_peer_round`; None for an aggregator
+    round): what the node holds the terms' valuation mode and score windows against before it
+    trains (a132, a133, a139), read in the same batch (issue 18: a request of its own before)."""
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,9 @@ def test_each_step_reads_the_round_in_one_batch(
     anvil: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A step reads the round, the site's commitment, the chain's clock, the last finalized
-    round, the privacy account and the site's cap in one batch (issue 18: five to nine
+    round, the privacy account, the site's cap and the round's peer record (session 62: the
+    terms' mode and score windows against the chain's, a request of its own when added) in one
+    batch (issue 18: five to nine
     requests before; the cap since a66). The commit step reads the clock after training (its
     chain-time measure) in the commitment's preflight batch (issue 18: a round trip before),
     and asks it again after its commitment (whether reveals are open yet); the reveal step
@@ -63,7 +65,7 @@ def test_each_step_reads_the_round_in_one_batch(
     sent = _sent(anvil.w3)
     assert node.participate(world.round).phase == "committed"
     assert sent == [
-        "batch:10",  # the round, the commitment, the clock, ...
+        "batch:11",  # the round, the commitment, the clock, ..., the peer record
         "batch:5",  # the commitment's estimate, nonce, fees, and the clock after training
         "eth_sendRawTransactionSync",
         "eth_getBlockByNumber",  # the clock after the commitment
@@ -71,7 +73,7 @@ def test_each_step_reads_the_round_in_one_batch(
     world.close_commits()
     sent.clear()
     assert node.participate(world.round).phase == "revealed"
-    assert sent[0] == "batch:10"
+    assert sent[0] == "batch:11"
     assert [m for m in sent[1:] if m not in _TRANSACTION] == [], sent
     assert sent.count("eth_sendRawTransactionSync") == 1  # its answer is the receipt (issue 18)
     assert "eth_getTransactionReceipt" not in sent

@@ -90,7 +90,9 @@ def test_a_sites_view_of_a_round_is_one_batch_and_reads_as_one_by_one(
     views = {site: ledger.site_round(r, site) for site in (revealed, committed, absent)}
     subs = {site: ledger.get_submission(r, site) for site in (revealed, committed, absent)}
     clock = next_block_timestamp(anvil.w3)
-    assert sent == ["batch:10"] * 3 + ["batch:3"] * 3 + ["eth_getBlockByNumber"]
+    assert sent == ["batch:11"] * 3 + ["batch:3"] * 3 + ["eth_getBlockByNumber"]
+    assert all(v.peer is None for v in views.values())  # an aggregator round: no peer record
+    assert ledger.get_peer_round(r) is None
     assert views[revealed].submission is not None and views[revealed].submission.cid == "QmU"
     assert views[committed].submission is not None
     assert not views[committed].submission.revealed
@@ -128,17 +130,18 @@ def test_a_sites_view_without_the_pending_blocks_time_is_read_one_by_one(
         monkeypatch,
         lambda answers: (
             [*answers[:-1], {**answers[-1], "result": {"timestamp": "soon"}}]
-            if len(answers) == 10  # the view's batch; the single reads' batches as answered
+            if len(answers) == 11  # the view's batch; the single reads' batches as answered
             else answers
         ),
     )
     sent = _sent(anvil.w3)
     again = ledger.site_round(r, site)
-    assert (again.info, again.submission, again.privacy, again.max_samples) == (
+    assert (again.info, again.submission, again.privacy, again.max_samples, again.peer) == (
         expected.info,
         expected.submission,
         expected.privacy,
         expected.max_samples,
+        expected.peer,
     )
     assert again.pending_timestamp >= expected.pending_timestamp
     assert "eth_getBlockByNumber" in sent  # the clock asked alone
