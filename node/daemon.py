@@ -67,6 +67,7 @@ from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import (
     Ledger,
+    PeerRoundInfo,
     PreparedCommit,
     RoundInfo,
     SiteRoundView,
@@ -674,7 +675,7 @@ class SiteNode:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
             refusal = self._terms_refusal(
-                round_id, info, last_finalized=view.last_finalized, now=now, view=view
+                round_id, info, last_finalized=view.last_finalized, now=now, peer=view.peer
             ) or self._window_refusal(info)
             if refusal is not None:
                 # the terms are hash-pinned: the same answer at every poll, so recorded once,
@@ -849,10 +850,10 @@ class SiteNode:
         *,
         last_finalized: int | None = None,
         now: int | None = None,
-        view: SiteRoundView | None = None,
+        peer: PeerRoundInfo | None,
     ) -> tuple[Decline, str] | None:
         """Why this site does not take part under the round's committed terms (None: it does).
-        ``view``: this step's reads, whose peer record it takes (None: read here).
+        ``peer``: the round's peer record, read in this step's batch (:attr:`SiteRoundView.peer`).
         Terms for another task raise :class:`TaskMismatch` (the site's config or the federation
         must change: no retry can help); unreadable terms, terms of another round, and terms
         this site cannot or will not run (:func:`_unrunnable`: a valuation no scorer can run,
@@ -889,7 +890,6 @@ class SiteNode:
                 f"the committed terms are for round {terms.round}; not taking part",
             )
         require_terms(self.task, terms, mine="this site's config.toml")
-        peer = self.ledger.get_peer_round(round_id) if view is None else view.peer
         windows = window_differences(
             terms,
             opened_at=info.opened_at,
