@@ -243,11 +243,8 @@ def reference_submissions(
     later round's screen (session 61, h-297). An update the chain zeroed (score 0: TAMPERED
     excepted, a copy, a stale resend, one dropped as screened) stays one, so a resend of it is
     caught again. Read from the chain alone: every reader takes the same references."""
-    return [
-        s
-        for s in ledger.get_submissions(round_id)
-        if s.cid and s.reason not in UNREADABLE and not (weighted and s.weight == 0 and s.score > 0)
-    ]
+    subs = [s for s in ledger.get_submissions(round_id) if s.cid and s.reason not in UNREADABLE]
+    return [s for s in subs if not (weighted and _in_doubt(s))]
 
 
 def _in_doubt(sub: Submission) -> bool:
@@ -276,7 +273,7 @@ def _references_of(
         if not skip_unreadable:
             raise
         weighted = True
-    return [s for s in subs if not (weighted and _in_doubt(s))]
+    return [s for s in subs if not (weighted and _in_doubt(s))]  # reference_submissions' rule
 
 
 def weighted_references(ledger: Ledger, store: ContentStore, round_id: int) -> bool:
