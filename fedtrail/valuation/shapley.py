@@ -276,6 +276,31 @@ def _stratum_means(
     return means
 
 
+def _stratum_values(
+    ps: list[str],
+    u: CachedUtility,
+    v0: float,
+    v_full: float,
+    means: list[list[float]],
+    weights: list[float],
+    method: str,
+) -> GameValues:
+    """The stratified games' result: each player's value the ``weights``-weighted sum (fsum)
+    of its mean marginals at the sampled sizes (:func:`_stratum_means`)."""
+    values = {
+        p: math.fsum(w * x for w, x in zip(weights, means[j], strict=True))
+        for j, p in enumerate(ps)
+    }
+    return GameValues(
+        values=values,
+        method=method,
+        evaluations=u.evaluations,
+        v_empty=v0,
+        v_full=v_full,
+        permutations=0,  # no permutations: 2 marginals per player at each sampled size
+    )
+
+
 def stratified_shapley(
     players: Sequence[str], utility: Utility, *, seed: int = 0, sizes: int | None = None
 ) -> GameValues:
@@ -314,18 +339,7 @@ def stratified_shapley(
             weights[k + 1] += t / n
         else:
             weights[k] += 1 / n
-    values = {
-        p: math.fsum(w * x for w, x in zip(weights, means[j], strict=True))
-        for j, p in enumerate(ps)
-    }
-    return GameValues(
-        values=values,
-        method="budget_shapley",
-        evaluations=u.evaluations,
-        v_empty=v0,
-        v_full=v_full,
-        permutations=0,  # no permutations: 2 marginals per player at each of len(strata) sizes
-    )
+    return _stratum_values(ps, u, v0, v_full, means, weights, "budget_shapley")
 
 
 def budget_shapley(players: Sequence[str], utility: Utility, *, seed: int = 0) -> GameValues:
@@ -474,18 +488,7 @@ def inverse_stratified_shapley(
             raise ConfigError(f"strata must rise from 0 and stay below {n}, got {sizes!r}")
     means = _stratum_means(ps, u, v0, v_full, sizes, seed)
     weights = _inverse_weights(n, sizes)
-    values = {
-        p: math.fsum(w * x for w, x in zip(weights, means[j], strict=True))
-        for j, p in enumerate(ps)
-    }
-    return GameValues(
-        values=values,
-        method="budget_shapley2",
-        evaluations=u.evaluations,
-        v_empty=v0,
-        v_full=v_full,
-        permutations=0,  # no permutations: 2 marginals per player at each of len(sizes) sizes
-    )
+    return _stratum_values(ps, u, v0, v_full, means, weights, "budget_shapley2")
 
 
 LARGE_GAME_SITES = 10
