@@ -115,11 +115,13 @@ def test_an_unreadable_exact_copy_at_weight_0_is_settled_alike_by_verify_and_the
     assert not fails, fails
 
 
-def _near_copy_round(fed: Any) -> tuple[int, Any, list[Any], str]:
+def _near_copy_round(fed: Any, *, sparse_first: bool = False) -> tuple[int, Any, list[Any], str]:
     """The rounding edge (big: the largest count, scored full; small: 1 sample scored 1, weight
     0; third: 200 samples scored half), where third sends a near copy of small's update (its
-    entries times 1 + 1e-6): small committed first, so small is the original. Returns the
-    round, its peer record, the accounts in address order and small's CID."""
+    entries times 1 + 1e-6): small committed first, so small is the original. With
+    ``sparse_first`` third's copy is small's update with every third entry of each tensor set
+    to 0, committed before small's (under ``either_order`` the earlier sparse one is the copy:
+    a99). Returns the round, its peer record, the accounts in address order and small's CID."""
     import hashlib
     import secrets
 
@@ -148,12 +150,19 @@ def _near_copy_round(fed: Any) -> tuple[int, Any, list[Any], str]:
         n: (0.01 * torch.randn(s, generator=gen)).to(getattr(torch, d)) for n, (s, d) in layout
     }
     near = {n: (t.double() * (1 + 1e-6)).to(t.dtype) for n, t in small_delta.items()}
+    if sparse_first:
+        near = {
+            n: torch.where(torch.arange(t.numel()).reshape(t.shape) % 3 == 0, 0, t).to(t.dtype)
+            for n, t in small_delta.items()
+        }
     reveals = []
     for site, n, delta in ((big, MAX_SITE_SAMPLES, big_delta), (small, 1, small_delta)):
         blob = encode_update(delta, spec=service.spec, round=r).blob
         reveals.append((site, store.put(blob), hashlib.sha256(blob).hexdigest(), n))
     blob = encode_update(near, spec=service.spec, round=r).blob
     reveals.append((third, store.put(blob), hashlib.sha256(blob).hexdigest(), 200))
+    if sparse_first:  # third commits its copy before small commits the original
+        reveals = [reveals[0], reveals[2], reveals[1]]
     assert len({sha for _, _, sha, _ in reveals}) == 3  # a near copy, not the same bytes
     for site, _, sha, n in reveals:
         ledger.commit_update(site, r, commitment(site.address, r, sha, n))
@@ -172,16 +181,18 @@ def _near_copy_round(fed: Any) -> tuple[int, Any, list[Any], str]:
     pass_deadline(ledger, peer.score_commit_deadline)
     for v in accounts:
         ledger.reveal_scores(v, r, vectors[v.address], salts[v.address])
-    return r, peer, accounts, reveals[1][1]
+    return r, peer, accounts, next(cid for site, cid, _, _ in reveals if site == small)
 
 
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="h-307, open: h-300's pass of update.<site> for an unreadable input at weight 0 lets "
-    "its site, once the round is finalized, withhold an update a weighted one copied: no reader "
-    "can then compare them, so 'duplicates' passes the weighted copy and only log.status (the "
-    "aggregator's own claim) fails; before h-300 update.<site> failed the round",
+    reason="h-307, open, and no fix on chain and store alone (h-310): h-300's pass of "
+    "update.<site> for an unreadable input at weight 0 lets its site withhold an update a "
+    "weighted one copied, after the finalize (only log.status, the aggregator's claim, fails) "
+    "or once scored (nothing fails); the honest round h-300 closed (h-297, the withheld input "
+    "committed before a weighted one) gives every reader the same evidence, so failing this "
+    "fails that: test_a_laundered_copy_and_an_honest_round_give_every_reader_the_same_evidence",
 )
 def test_a_weighted_copy_of_an_original_withheld_at_weight_0_fails_more_than_the_log(
     anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -194,11 +205,15 @@ def test_a_weighted_copy_of_an_original_withheld_at_weight_0_fails_more_than_the
     left out of the public screen (h-300), nothing can make third a copy, and the only failure
     left is ``log.status`` on the status the aggregator's log gave third ("duplicate", as it
     read it): an aggregator in the collusion writes "ok" there and the round passes verify and
-    the reader. Wanted: a check that does not rest on the log still fails. A fix (not made: it
-    reopens h-297 for some orders): pass an unread input at weight 0 only where it cannot be
-    the original of a weighted update, i.e. no weighted input committed after it (copies are
-    judged against earlier commits only); else keep update.<site> failing, in verify and the
-    reader."""
+    the reader. Wanted: a check that does not rest on the log still fails. h-307's fix (pass an
+    unread input at weight 0 only where no weighted input was committed after it) is not made
+    (h-310): the honest round h-300 closed has that order, and with the blob gone it is the
+    same evidence as this one (withheld once scored instead, even the honest log passes it:
+    ``test_a_laundered_copy_and_an_honest_round_give_every_reader_the_same_evidence``), so the
+    fix fails it again (h-297: a site at weight 0 that commits early and withholds fails an
+    honest round); and under ``either_order`` a sparse copy committed *before* its original is
+    the copy too (a99: the xfail below), so a fix would also have to fail every such round
+    where an earlier weighted input has an exact 0 entry."""
     from tests.aggregator.test_peer_rounds import _Withholding
 
     fed = _quiet_screen_federation(tmp_path, anvil_url, ipfs_api)
@@ -252,3 +267,102 @@ def test_terms_naming_a_reference_rule_this_release_does_not_know_fail_verify_an
     assert "terms.valuation" in failed, failed
     assert "terms.canonical" in fails, fails
     assert "weighted-v2" in results[(r, "terms.canonical")]["detail"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="h-310, open: as above, with the copy sparse and committed before its original "
+    "(under either_order the earlier sparse update is the copy, a99); h-307's fix (fail "
+    "update.<site> only where a weighted input was committed after it) does not reach it",
+)
+def test_a_sparse_copy_committed_before_an_original_withheld_at_weight_0_fails_more_than_the_log(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h-310: h-307's attack (1) the other way round. Third commits a sparse copy of small's
+    update (every third entry 0) *before* small commits it; under ``either_order`` (terms
+    written now) the earlier sparse update is the copy of the later dense one, so while
+    everything reads ``audit verify`` fails ``duplicates`` (third weighted). Once small
+    withholds after the finalize, only ``log.status`` fails, as in the test above; a fix must
+    reach this order too (a rule on commit order alone passes small here: no weighted input
+    was committed after it)."""
+    from tests.aggregator.test_peer_rounds import _finalize, _Withholding
+
+    fed = _quiet_screen_federation(tmp_path, anvil_url, ipfs_api)
+    r, peer, (_, small, third), gone = _near_copy_round(fed, sparse_first=True)
+    _finalize(fed, r, peer, caplog)
+    after = {s.site: s for s in fed.ledger.get_submissions(r)}
+    assert (after[small.address].reason, after[small.address].weight) == (Reason.OK, 0)
+    assert after[small.address].score > 0 and after[third.address].weight > 0
+    assert after[third.address].commit_order < after[small.address].commit_order
+    assert not [s for s in after.values() if s.commit_order > after[small.address].commit_order]
+    (seen,) = [a for a in verify_all(fed.ledger, fed.store) if a.round == r]  # type: ignore[arg-type]
+    assert [c.name for c in seen.checks if c.failed] == ["duplicates"]  # the copy, weighted
+    store = _Withholding(fed.store, gone)  # small withholds once the round is finalized
+    (audit,) = [a for a in verify_all(fed.ledger, store) if a.round == r]  # type: ignore[arg-type]
+    failed = [c.name for c in audit.checks if c.failed and c.name != "log.status"]
+    results = _reader_results(fed, anvil_url, ipfs_api, gone)
+    fails = [k for k, x in results.items() if x["result"] == "FAIL" and k[1] != "log.status"]
+    assert failed and fails, (failed, fails)
+
+
+def test_a_laundered_copy_and_an_honest_round_give_every_reader_the_same_evidence(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h-310: why the xfail above stays open. Round 1 is h-297's honest round (stop 61, closed
+    by h-300): third's weighted update is its own, the small one (weight 0 from rounding, a
+    positive median) is withheld once scored, the honest service leaves it out and finalizes.
+    Round 2 is the laundering: third sends a near copy of small's update, the validators weight
+    it, and small withholds once scored (not after the finalize: then the honest service cannot
+    read it either, so its log calls third "ok" and no aggregator need collude). In both the
+    withheld update is committed before a weighted one (the stop 61 fixture's order). With
+    small's blob gone, the chain and the store give ``audit verify`` and the independent reader
+    the same evidence in both rounds: both pass everything, ``update.<small>`` "left out" in
+    each; given the blob, round 2 fails ``duplicates``. So any rule on chain and store that
+    fails round 2 fails round 1 too: h-307's fix (fail ``update.<site>`` where a weighted input
+    was committed after it) fails this honest round and reopens h-297 for a site at weight 0
+    that commits early and withholds; and under ``either_order`` (terms written now) a sparse
+    copy committed *before* its original is the copy too (a99,
+    ``tests/fedtrail/protocol/test_duplicates.py``), so closing the hole means failing every
+    such round while another weighted input has an exact 0 entry."""
+    from tests.aggregator.test_peer_rounds import _finalize, _left_out_and_finalized, _Withholding
+
+    fed = _quiet_screen_federation(tmp_path, anvil_url, ipfs_api)
+    ledger = fed.ledger
+    r1, small, _ = _left_out_and_finalized(fed, caplog)
+    gone1 = next(s.cid for s in ledger.get_submissions(r1) if s.site == small.address)
+    r2, peer2, (_, small2, third), gone2 = _near_copy_round(fed)
+    assert small2.address == small.address
+    store = _Withholding(fed.store, gone1, gone2)  # small withholds its round-2 update, scored
+    fed.service.store = store  # type: ignore[assignment]
+    for node in fed.nodes:
+        node.store = node.scorer.store = store
+    _finalize(fed, r2, peer2, caplog)
+    for r in (r1, r2):
+        subs = {s.site: s for s in ledger.get_submissions(r)}
+        assert (subs[small.address].reason, subs[small.address].weight) == (Reason.OK, 0)
+        assert subs[small.address].score > 0 and subs[third.address].weight > 0
+        assert subs[small.address].commit_order < subs[third.address].commit_order
+    audits = {a.round: a for a in verify_all(ledger, store)}  # type: ignore[arg-type]
+    failed = [
+        (a.round, c.name, c.detail[:200]) for a in audits.values() for c in a.checks if c.failed
+    ]
+    assert not failed, failed
+    name = f"update.{small.address[:10]}"
+    for r in (r1, r2):
+        (row,) = [c for c in audits[r].checks if c.name == name]
+        assert row.passed and "left out" in row.detail, (r, row.detail)
+    updates = [
+        sorted(c.name for c in audits[r].checks if c.name.startswith("update.")) for r in (r1, r2)
+    ]
+    assert updates[0] == updates[1] and len(updates[0]) == 3, updates
+    results = _reader_results(fed, anvil_url, ipfs_api, gone1, gone2)
+    fails = [(k, x["detail"][:200]) for k, x in results.items() if x["result"] == "FAIL"]
+    assert not fails, fails
+    for r in (r1, r2):
+        rows = [x for (q, n), x in results.items() if q == r and n.startswith("update.")]
+        assert [x["result"] for x in rows if "left out" in x["detail"]] == ["PASS"], (r, rows)
+    # what tells them apart leaves with small's blob: given it, round 2's copy is found
+    (given,) = [a for a in verify_all(ledger, fed.store) if a.round == r2]  # type: ignore[arg-type]
+    dup = next(c for c in given.checks if c.name == "duplicates")
+    assert dup.failed and third.address[:10] in dup.detail, dup.detail
