@@ -870,8 +870,9 @@ def _verify_finalized(
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
     audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits(), every, registry))
-    audit.add(*_check_registry(ledger, info, every, registry, reg_history))
+    # the round's peer record, read once (sites.registry's deadline and the peer checks)
     peer = read_peer_record(ledger, round_id)
+    audit.add(*_check_registry(ledger, info, every, registry, reg_history, peer=(peer,)))
     peers = _is_peer_round(peer, terms, log)
     if peers:
         _check_peers(audit, peer, terms, log, subs)
@@ -3826,6 +3827,8 @@ def _check_registry(
     every: Sequence[Submission],
     registry: Sequence[SiteInfo],
     history: RegistryHistory,
+    *,
+    peer: tuple[PeerRecord | None] | None = None,
 ) -> tuple[str, bool, str]:
     """``sites.registry``: no site the round's participants counted (registered when it opened) was
     kept out of it by the coordinator's own move inside its windows. A removal, a cap or a privacy
@@ -3839,9 +3842,10 @@ def _check_registry(
     paid someone when a participant was moved so by the reveal deadline and revealed no update
     (declaring no refusal), or, in a peer round, by the score reveal deadline and revealed no score
     vector; a move on a site that revealed anyway (a cap raised, a budget changed) is named, not
-    failed."""
-    peer = ledger.get_peer_round(info.id)
-    until = info.reveal_deadline if peer is None else peer.score_reveal_deadline
+    failed. ``peer``: the round's peer record as the audit read it (:func:`read_peer_record`;
+    default: its score reveal deadline read here)."""
+    record = ledger.get_peer_round(info.id) if peer is None else peer[0]
+    until = info.reveal_deadline if record is None else record.score_reveal_deadline
     moves = history.registry_moves(info.id, max(until, info.reveal_deadline))
     if not moves:
         return "sites.registry", True, "no site's registry entry changed inside the round"
@@ -3855,7 +3859,7 @@ def _check_registry(
         if reason is not Decline.CAP_BELOW_DATA
     }
     voted: set[str] | None = set()
-    if peer is not None:
+    if record is not None:
         try:
             voted = {v.validator for v in ledger.peer_votes(info.id)}
         except LedgerError:  # peers.votes fails it; no vote is then read as voided here
@@ -3872,7 +3876,7 @@ def _check_registry(
             lost.add("no update")
         if (
             voted is not None
-            and peer is not None
+            and record is not None
             and move.kind == "removed"
             and move.site not in voted
         ):

@@ -230,3 +230,34 @@ def test_a_round_whose_check_raises_does_not_wait_for_its_heatmaps_in_flight(
         verify_mod.verify_round(fed.ledger, store, 2)
     waited = time.monotonic() - raised[0]
     assert waited < 2.0, f"verify_round waited {waited:.1f}s for the heatmaps' requests"
+
+
+def test_a_finalized_round_reads_its_peer_record_once(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sites.registry`` takes the round's peer record as the audit read it for the peer
+    checks (before: a second ``getPeerRound`` request of its own); its verdict and detail are
+    those of a check reading it itself."""
+    ledger = fed.ledger
+    asked: list[int] = []
+    get_peer_round = type(ledger).get_peer_round
+
+    def counted(self: Any, round_id: int) -> Any:
+        asked.append(round_id)
+        return get_peer_round(self, round_id)
+
+    monkeypatch.setattr(type(ledger), "get_peer_round", counted)
+    audit = verify_mod.verify_round(ledger, fed.store, 2)
+    assert audit.passed, _failed(audit)
+    assert asked == [2]
+    info = ledger.get_round(2)
+    alone = verify_mod._check_registry(
+        ledger,
+        info,
+        ledger.get_submissions(2, include_unrevealed=True),
+        ledger.get_sites(),
+        ledger.registry_history(2),
+    )
+    assert [(c.name, c.passed, c.detail) for c in audit.checks if c.name == "sites.registry"] == [
+        alone
+    ]
