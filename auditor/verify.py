@@ -336,11 +336,14 @@ class _Fetches:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._separate: list[_Separate] = []
 
     def __enter__(self) -> _Fetches:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        for separate in self._separate:  # closed as their reader would (none waits if unread)
+            separate.close()
         self._closed = True  # a request asked after this would wait forever: refused
         while True:  # the requests not started: cancelled (a worker skips a cancelled one)
             try:
@@ -391,6 +394,14 @@ class _Fetches:
         futures = self._ahead(refs, lambda cid, sha: self.one(cid, sha, max_bytes))
         return (future.result() for future in futures)
 
+    def separate(self, refs: Sequence[tuple[str, str]], max_bytes: int | None) -> _Separate:
+        """:func:`_fetch_in_order` of ``refs`` on threads of their own, its first
+        ``2 * FETCH_THREADS`` requested now (not at the first read), closed with this round's
+        fetches when its reader has not closed it (:class:`_Separate`)."""
+        ahead = _Separate(self.store, refs, max_bytes)
+        self._separate.append(ahead)
+        return ahead
+
     def blobs(
         self, refs: Sequence[tuple[str, str]], max_bytes: int | None
     ) -> Iterator[Callable[[], bytes]]:
@@ -422,6 +433,37 @@ class _Fetches:
                 pending.append(submit(*rest[queued]))
                 queued += 1
             yield done
+
+
+class _Separate(Iterator[Fetched]):
+    """:func:`_fetch` of every ``(cid, sha256)`` of ``refs``, read in their order, on a
+    :class:`_Fetches` of its own whose first ``2 * FETCH_THREADS`` requests are made when it is
+    made (a round's heatmaps, requested once its log names them, while its updates are fetched
+    and checked: before, after every other check, one more round trip at the audit's end).
+    :meth:`close` before every blob is read leaves the requests in flight behind, as
+    :func:`_fetch_in_order` closed early does (a check that stops reading, a round that
+    raised); once every blob is read it has none in flight. Its own threads, so that a hostile
+    log's requests (a heatmap the store hangs on) never hold up the round's updates."""
+
+    def __init__(self, store: ContentStore, refs: Sequence[tuple[str, str]], max_bytes: int | None):
+        self._fetches = _Fetches(store)
+        self._unread = len(refs)
+        self._reads = self._fetches.in_order(refs, max_bytes)
+        self._closed = False
+
+    def __next__(self) -> Fetched:
+        if self._closed:
+            raise StopIteration
+        got = next(self._reads)
+        self._unread -= 1
+        return got
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # every blob read: none in flight, the threads end (joined); else left behind unwaited
+        self._fetches.__exit__(None if not self._unread else GeneratorExit, None, None)
 
 
 _DOCUMENT_LIMITS: Final = frozenset({MAX_LOG_BYTES, MAX_TERMS_BYTES})
@@ -743,10 +785,6 @@ def _verify_finalized(
     # get_submissions returns without include_unrevealed), all of them terms.declined's
     every = ledger.get_submissions(round_id, include_unrevealed=True)
     subs = [s for s in every if s.revealed]
-    registry = ledger.get_sites()  # read once for log.agrees and terms.declined
-    # the registry's history, read once: names, a66's rename window and sites.registry's moves
-    reg_history = registry_history or ledger.registry_history(round_id)
-    names = reg_history.names_at(round_id)
 
     # the terms committed at open (checked below; the log's aggregation rule is compared with
     # the one they make the replay use), read first: readable, they alone decide the spec the
@@ -759,6 +797,12 @@ def _verify_finalized(
     ahead = None
     if terms is not None:
         ahead = _request_blobs(fetches, info, subs, _round_spec(None, terms, "")[1], models)
+    # the registry, read once for log.agrees and terms.declined (after the requests above: the
+    # updates' fetch, the audit's longest wait, starts two chain reads sooner), and its history,
+    # read once: names, a66's rename window and sites.registry's moves
+    registry = ledger.get_sites()
+    reg_history = registry_history or ledger.registry_history(round_id)
+    names = reg_history.names_at(round_id)
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
@@ -779,6 +823,12 @@ def _verify_finalized(
             no_log = "the round's log is not a valid explanation log (log.schema)"
         if logs is not None:  # only bytes that matched: a failed fetch is tried again later
             logs[(info.log_cid, info.log_sha256)] = log
+    # the heatmaps the log names, requested now (read by log.heatmaps, after every update's
+    # checks: before, one more round trip at the audit's end), on threads of their own
+    heatmaps = None
+    if log is not None and log.explanations is not None:
+        refs = _heatmap_refs(log.explanations.get("images"))
+        heatmaps = fetches.separate(refs, MAX_HEATMAP_BYTES)
     # the spec the blobs are decoded with and the largest blob it allows, worked out now (its
     # checks are recorded below, in their place); without terms the log's, and the start and
     # global models and the first updates requested now, while the round's records are checked
@@ -820,8 +870,9 @@ def _verify_finalized(
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
     audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits(), every, registry))
-    audit.add(*_check_registry(ledger, info, every, registry, reg_history))
+    # the round's peer record, read once (sites.registry's deadline and the peer checks)
     peer = read_peer_record(ledger, round_id)
+    audit.add(*_check_registry(ledger, info, every, registry, reg_history, peer=(peer,)))
     peers = _is_peer_round(peer, terms, log)
     if peers:
         _check_peers(audit, peer, terms, log, subs)
@@ -1140,6 +1191,7 @@ def _verify_finalized(
                         _GlobalModel(spec, glob.blob),
                         logs,
                     ),
+                    heatmaps,
                 )
             )
 
@@ -1298,7 +1350,10 @@ log naming thousands of missing blobs would otherwise cost a store timeout each)
 
 
 def _check_heatmaps(
-    store: ContentStore, block: Mapping[str, Any], bound: Sequence[str] = ()
+    store: ContentStore,
+    block: Mapping[str, Any],
+    bound: Sequence[str] = (),
+    ahead: _Separate | None = None,
 ) -> tuple[str, bool, str]:
     """``log.heatmaps``: every explanation heatmap the log's ``explanations`` block names is in
     the store under its CID, matches its sha256 and is a PNG image, and ``bound`` (the
@@ -1327,21 +1382,18 @@ def _check_heatmaps(
             "image(s): one per probe image"
         )
     seen: dict[tuple[str, str], str | None] = {}  # each distinct image fetched once
-    # the distinct images in the order the loop first meets them, fetched with up to
-    # FETCH_THREADS requests in flight (one round trip each: 8 in a row cost a round's audit
-    # ~0.1 s through IPFS); read as the loop needs them, so a log of many unusable images
-    # still stops after HEATMAP_FAILURES_SHOWN, with at most 2 * FETCH_THREADS more requested
-    refs = list(
-        dict.fromkeys(
-            (item["cid"], item["sha256"])
-            for item in images
-            if isinstance(item, dict)
-            and isinstance(item.get("cid"), str)
-            and isinstance(item.get("sha256"), str)
-        )
+    # the distinct images in the order the loop first meets them (:func:`_heatmap_refs`),
+    # fetched with up to FETCH_THREADS requests in flight (one round trip each: 8 in a row cost
+    # a round's audit ~0.1 s through IPFS); read as the loop needs them, so a log of many
+    # unusable images still stops after HEATMAP_FAILURES_SHOWN, with at most 2 * FETCH_THREADS
+    # more requested. ``ahead``: those reads, requested earlier by the round's audit
+    reads: _Separate | Generator[Fetched, None, None] = (
+        ahead
+        if ahead is not None
+        else _fetch_in_order(store, _heatmap_refs(images), max_bytes=MAX_HEATMAP_BYTES)
     )
-    with contextlib.closing(_fetch_in_order(store, refs, max_bytes=MAX_HEATMAP_BYTES)) as ahead:
-        problems = _heatmap_problems(images, problems, seen, ahead)
+    with contextlib.closing(reads):
+        problems = _heatmap_problems(images, problems, seen, reads)
     return (
         name,
         not problems,
@@ -1351,11 +1403,27 @@ def _check_heatmaps(
     )
 
 
+def _heatmap_refs(images: object) -> list[tuple[str, str]]:
+    """The distinct ``(cid, sha256)`` of a log's heatmaps (its ``explanations`` block's
+    ``images``), in the order :func:`_heatmap_problems` first meets them (none: not a list)."""
+    if not isinstance(images, list):
+        return []
+    return list(
+        dict.fromkeys(
+            (item["cid"], item["sha256"])
+            for item in images
+            if isinstance(item, dict)
+            and isinstance(item.get("cid"), str)
+            and isinstance(item.get("sha256"), str)
+        )
+    )
+
+
 def _heatmap_problems(
     images: Sequence[Any],
     problems: list[str],
     seen: dict[tuple[str, str], str | None],
-    ahead: Generator[Fetched, None, None],
+    ahead: Iterator[Fetched],
 ) -> list[str]:
     """:func:`_check_heatmaps`' problems after each image (``ahead``: the distinct images'
     fetches, in the order this loop first meets them)."""
@@ -3759,6 +3827,8 @@ def _check_registry(
     every: Sequence[Submission],
     registry: Sequence[SiteInfo],
     history: RegistryHistory,
+    *,
+    peer: tuple[PeerRecord | None] | None = None,
 ) -> tuple[str, bool, str]:
     """``sites.registry``: no site the round's participants counted (registered when it opened) was
     kept out of it by the coordinator's own move inside its windows. A removal, a cap or a privacy
@@ -3772,9 +3842,10 @@ def _check_registry(
     paid someone when a participant was moved so by the reveal deadline and revealed no update
     (declaring no refusal), or, in a peer round, by the score reveal deadline and revealed no score
     vector; a move on a site that revealed anyway (a cap raised, a budget changed) is named, not
-    failed."""
-    peer = ledger.get_peer_round(info.id)
-    until = info.reveal_deadline if peer is None else peer.score_reveal_deadline
+    failed. ``peer``: the round's peer record as the audit read it (:func:`read_peer_record`;
+    default: its score reveal deadline read here)."""
+    record = ledger.get_peer_round(info.id) if peer is None else peer[0]
+    until = info.reveal_deadline if record is None else record.score_reveal_deadline
     moves = history.registry_moves(info.id, max(until, info.reveal_deadline))
     if not moves:
         return "sites.registry", True, "no site's registry entry changed inside the round"
@@ -3788,7 +3859,7 @@ def _check_registry(
         if reason is not Decline.CAP_BELOW_DATA
     }
     voted: set[str] | None = set()
-    if peer is not None:
+    if record is not None:
         try:
             voted = {v.validator for v in ledger.peer_votes(info.id)}
         except LedgerError:  # peers.votes fails it; no vote is then read as voided here
@@ -3805,7 +3876,7 @@ def _check_registry(
             lost.add("no update")
         if (
             voted is not None
-            and peer is not None
+            and record is not None
             and move.kind == "removed"
             and move.site not in voted
         ):

@@ -126,3 +126,24 @@ def test_a_heatmap_read_stopped_early_does_not_wait_for_the_requests_in_flight()
     finally:
         store.released.set()
     assert elapsed < HANG / 4, f"closing waited {elapsed:.1f}s for the store"
+
+
+def test_heatmaps_requested_ahead_and_closed_early_do_not_wait_for_the_requests_in_flight() -> None:
+    """``_Fetches.separate`` (a round's heatmaps, requested once its log is read) makes its
+    first requests when made, before any read, and, closed with reads left, leaves the requests
+    in flight behind, as ``_fetch_in_order`` closed early does; the round's fetches closing it
+    again is a no-op."""
+    store = _Hanging(quick=frozenset({"cid0"}))
+    with verify_mod._Fetches(store) as fetches:
+        ahead = fetches.separate([(f"cid{i}", SHA) for i in range(20)], None)
+        try:  # requested before the first read
+            assert store.asked.acquire(timeout=HANG) and store.asked.acquire(timeout=HANG)
+            first = next(ahead)
+            assert first.blob is None and "cid0" in first.detail, first
+            started = time.monotonic()
+            ahead.close()
+            elapsed = time.monotonic() - started
+            assert list(ahead) == []
+        finally:
+            store.released.set()
+    assert elapsed < HANG / 4, f"closing waited {elapsed:.1f}s for the store"

@@ -14,6 +14,7 @@ import pytest
 
 import fedtrail.auditor.verify as verify_mod
 from fedtrail.errors import StoreUnreachable
+from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.simulation.federation import Federation
 from fedtrail.storage.store import ContentStore
 from tests.auditor.test_verify_components import _failed, fed
@@ -169,3 +170,94 @@ def test_a_round_whose_check_raises_does_not_wait_for_its_models_in_flight(
         verify_mod.verify_round(fed.ledger, store, 2)
     waited = time.monotonic() - raised[0]
     assert waited < 2.0, f"verify_round waited {waited:.1f}s for the global model's request"
+
+
+def _heatmap_cids(fed: Federation, round_id: int) -> set[str]:
+    info = fed.ledger.get_round(round_id)
+    blob = fed.store.get(info.log_cid, info.log_sha256)
+    block = RoundLog.from_bytes(blob).explanations
+    assert block is not None, "the federation's rounds publish heatmaps"
+    return {item["cid"] for item in block["images"]}
+
+
+def test_the_heatmaps_are_requested_before_the_duplicates_are_checked(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 2's heatmaps are requested once its log names them, while its updates are fetched
+    and checked (before: by ``log.heatmaps``, after every other check, one more round trip at
+    the audit's end): when the duplicates are checked every heatmap has been asked for; the
+    checks are those of one fetch at a time, in the same order."""
+    heatmaps = _heatmap_cids(fed, 2)
+    store = _Store(fed.store)
+    seen: list[bool] = []
+    find = verify_mod.find_duplicates
+
+    def when_checked(*args: Any, **kwargs: Any) -> Any:
+        with store.changed:  # the requests are on other threads: wait for them, up to 5 s
+            seen.append(store.changed.wait_for(lambda: heatmaps <= set(store.asked), timeout=5))
+        return find(*args, **kwargs)
+
+    monkeypatch.setattr(verify_mod, "find_duplicates", when_checked)
+    audit = verify_mod.verify_round(fed.ledger, store, 2)
+    assert audit.passed, _failed(audit)
+    assert seen == [True]
+    assert all(store.asked.count(cid) == 1 for cid in heatmaps)
+    monkeypatch.setattr(verify_mod, "find_duplicates", find)
+    one_at_a_time = verify_mod.verify_round(fed.ledger, fed.store, 2)
+    assert [(c.name, c.passed, c.detail) for c in audit.checks] == [
+        (c.name, c.passed, c.detail) for c in one_at_a_time.checks
+    ]
+
+
+def test_a_round_whose_check_raises_does_not_wait_for_its_heatmaps_in_flight(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check of round 2 after its log is read raises while the heatmaps, requested ahead on
+    threads of their own, hang in the store: ``verify_round`` raises it at once, as it does for
+    its models in flight."""
+    heatmaps = _heatmap_cids(fed, 2)
+    store = _Store(fed.store, frozenset(heatmaps), delay=8.0)
+    raised: list[float] = []
+
+    def raises(*args: Any, **kwargs: Any) -> None:
+        with store.changed:
+            assert store.changed.wait_for(lambda: heatmaps & set(store.asked), timeout=20)
+        raised.append(time.monotonic())
+        raise RuntimeError("a check's bug")
+
+    monkeypatch.setattr(verify_mod, "_check_log", raises)
+    with pytest.raises(RuntimeError, match="a check's bug"):
+        verify_mod.verify_round(fed.ledger, store, 2)
+    waited = time.monotonic() - raised[0]
+    assert waited < 2.0, f"verify_round waited {waited:.1f}s for the heatmaps' requests"
+
+
+def test_a_finalized_round_reads_its_peer_record_once(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sites.registry`` takes the round's peer record as the audit read it for the peer
+    checks (before: a second ``getPeerRound`` request of its own); its verdict and detail are
+    those of a check reading it itself."""
+    ledger = fed.ledger
+    asked: list[int] = []
+    get_peer_round = type(ledger).get_peer_round
+
+    def counted(self: Any, round_id: int) -> Any:
+        asked.append(round_id)
+        return get_peer_round(self, round_id)
+
+    monkeypatch.setattr(type(ledger), "get_peer_round", counted)
+    audit = verify_mod.verify_round(ledger, fed.store, 2)
+    assert audit.passed, _failed(audit)
+    assert asked == [2]
+    info = ledger.get_round(2)
+    alone = verify_mod._check_registry(
+        ledger,
+        info,
+        ledger.get_submissions(2, include_unrevealed=True),
+        ledger.get_sites(),
+        ledger.registry_history(2),
+    )
+    assert [(c.name, c.passed, c.detail) for c in audit.checks if c.name == "sites.registry"] == [
+        alone
+    ]
