@@ -1052,6 +1052,7 @@ LATER_THRESHOLDS = {
     "stale_support_overlap": 1.0,
     "span_residual": 0.0,
     "size_norm_z": 0.0,
+    "size_norm_count": 0.0,
 }
 
 
@@ -4127,6 +4128,10 @@ def main(argv=None):
         if screened and not peer:
             cs = [onchain[a][1] for a in screened]
             m_c = statistics.median(cs)
+            # size_norm_count (0 or absent: none): size_norm_z's allowance is judged against
+            # min(m, size_norm_count), a count the colluders' claims cannot raise (h-312)
+            cap_c = cc.get("size_norm_count", 0.0)
+            m_s = min(m_c, cap_c) if cap_c > 0 else m_c
             bad = []
             for a in sorted(screened):
                 comp_a = lsites[a].get("components") or {}
@@ -4136,8 +4141,9 @@ def main(argv=None):
                 k = min(cc.get("norm_size_cap", 1.0), size_a)
                 z = z_a if k == 1 or z_a <= 0 else z_a * (nrm / k - med_n) / (nrm - med_n)
                 # size_norm_z (0: off): the same z after the claimed count's uncapped allowance
+                size_b = max(1.0, onchain[a][1] / m_s if m_s else 1.0)
                 z2 = (
-                    z_a if size_a == 1 or z_a <= 0 else z_a * (nrm / size_a - med_n) / (nrm - med_n)
+                    z_a if size_b == 1 or z_a <= 0 else z_a * (nrm / size_b - med_n) / (nrm - med_n)
                 )
                 sz = cc.get("size_norm_z", 0.0)
                 want = (
