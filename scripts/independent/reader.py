@@ -2362,6 +2362,67 @@ def duplicate_rule_problems(terms: dict) -> list:
 
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# README *The round terms, field by field*, the combiner's ranges, as written there (h-312;
+# tests/reference/test_combiner_ranges_reference.py holds this table to the README's text):
+# an interval "[a, b)" ("inf" unbounded), a set "{0, 1}", alternatives joined by " or ",
+# "integer" first for a number with no fraction, "any" for every finite number
+COMBINER_RANGES = {
+    "min_cosine": "[-1, 1]",
+    "credit_cosine": "[-1, 1]",
+    "relief_cosine": "[-1, 1]",
+    "max_norm_z": "(0, inf)",
+    "norm_scale_floor": "(0, inf)",
+    "demote_scale": "(0, inf)",
+    "min_gain": "any",
+    "min_robust_sites": "integer [1, inf)",
+    "stale_rounds": "integer [1, inf)",
+    "free_rider_norm": "[0, 1)",
+    "small_norm_ratio": "[0, 1)",
+    "span_residual": "[0, 1)",
+    "stale_cosine": "[0, 1]",
+    "stale_support_cosine": "[0, 1]",
+    "stale_support_overlap": "[0, 1]",
+    "boost_clip": "[0, 1]",
+    "warm_up_floor": "[0, 1]",
+    "stale_distance": "[0, inf)",
+    "record_floor": "[0, inf)",
+    "tiny_size_power": "[0, inf)",
+    "tiny_size_reference": "[0, inf)",
+    "white_noise_z": "[0, inf)",
+    "shaped_noise_z": "[0, inf)",
+    "block_noise_z": "[0, inf)",
+    "dp_copy_z": "[0, inf)",
+    "size_norm_z": "[0, inf)",
+    "size_norm_count": "[0, inf)",
+    "max_sample_ratio": "(1, inf)",
+    "norm_size_cap": "[1, inf)",
+    "max_norm_ratio": "{0} or [1, inf)",
+    "sample_median_self": "{0, 1}",
+    "dp_spend_check": "{0, 1}",
+    "tiny_size_own": "{0, 1}",
+    "dp_noise_check": "{0, 1, 2}",
+}
+
+
+def in_documented_range(x, spec: str) -> bool:
+    """Whether the finite number ``x`` lies in ``spec``, a range as COMBINER_RANGES writes it."""
+    if spec.startswith("integer "):
+        if x != int(x):
+            return False
+        spec = spec[len("integer ") :]
+    if spec == "any":
+        return True
+    for part in spec.split(" or "):
+        if part.startswith("{"):
+            if any(x == float(v) for v in part.strip("{}").split(",")):
+                return True
+            continue
+        lo, hi = (float(v) for v in part[1:-1].split(","))
+        if (lo <= x if part[0] == "[" else lo < x) and (x <= hi if part[-1] == "]" else x < hi):
+            return True
+    return False
+
+
 PERSONALISATION_METHODS = ("finetune", "fedbn", "fedrep")
 VALUATION_FIELDS = {
     "method",
@@ -2471,10 +2532,20 @@ def terms_field_problems(terms: dict) -> list:
             isinstance(comb, dict) and all(num(x) and type(x) is not bool for x in comb.values())
         ):
             out.append("valuation.combiner is not an object of finite numbers")
-        elif isinstance(comb, dict) and comb.get("size_norm_z", 0) < 0:
-            # README *Round terms*: size_norm_z (the second norm screen) is >= 0, 0 off; the
-            # product refuses a negative one, which this reader replayed as off (h-309)
-            out.append("valuation.combiner.size_norm_z is below 0")
+        elif isinstance(comb, dict):
+            # README *Round terms*: only the documented thresholds, each in its documented
+            # range (before h-312 any finite number passed: a negative size_norm_z, h-309, or
+            # a max_norm_z of -1, which the product refuses, replayed as a rule)
+            unknown = sorted(k for k in comb if k not in COMBINER_RANGES)
+            if unknown:
+                out.append(f"valuation.combiner names unknown threshold(s) {unknown}")
+            outside = [
+                f"{k} {x!r} (documented: {COMBINER_RANGES[k]})"
+                for k, x in sorted(comb.items())
+                if k in COMBINER_RANGES and not in_documented_range(x, COMBINER_RANGES[k])
+            ]
+            if outside:
+                out.append(f"valuation.combiner values outside their ranges: {outside}")
         if v.get("mode") not in (None, "aggregator", "peers"):
             out.append(f"valuation.mode {v.get('mode')!r} is not aggregator or peers")
     model, salt = terms.get("initial_model"), terms.get("initial_salt")
