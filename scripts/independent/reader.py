@@ -2,8 +2,9 @@
 # ruff: noqa: E501  (long f-string report lines)
 """Independent reader of a fedtrail federation: no `import fedtrail`.
 
-Uses only web3 / eth_abi / requests / numpy / safetensors, the contract ABI in
-contracts/build/FederationLedger.json and the README's documented public rules
+Uses only web3 / eth_abi / requests / numpy / safetensors / jsonschema, the contract ABI in
+contracts/build/FederationLedger.json, the log's published JSON Schema
+(fedtrail/schemas/explanation-log.schema.json, data) and the README's documented public rules
 ("The public rules, exactly", "Wire format of models and updates", "The contract").
 
     scripts/independent/reader.py --rpc-url URL --deployment deployment.json --ipfs http://127.0.0.1:5001 [--json]
@@ -26,7 +27,7 @@ Checks per round (each printed PASS/FAIL/NOTE):
   - the reasons' rules in the README's order: duplicates, usable, IMPLAUSIBLE_SAMPLES, free
     riders (norm, own, stale, white-noise, shaped-noise and DP-copy tests, against the
     references the README lists, which must equal the log's), the size bound, the screens
-  - the log: weights (each chain-pinned field with its JSON type), settings (as parsed), robust
+  - the log: its JSON Schema (log.schema), weights (each chain-pinned field with its JSON type), settings (as parsed), robust
     components bit for bit, standing shares and scores, names (README *Strings*); `sites.names`
     by the README's rule and table
   - peer rounds: score windows and quorum (the terms' mode peers exactly when the chain opened a
@@ -72,6 +73,9 @@ from web3.datastructures import AttributeDict
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "contracts" / "build" / "FederationLedger.json"
+# README *Layout*: the explanation log's published JSON Schema (package data, like the contract
+# artifact above: a document read with the jsonschema package, no fedtrail code)
+LOG_SCHEMA = ROOT / "fedtrail" / "schemas" / "explanation-log.schema.json"
 WEIGHT_SCALE = 10**18
 SCORE_SCALE = 10**6
 PHASES = {
@@ -533,6 +537,29 @@ def _lone_surrogate(value) -> bool:
     if isinstance(value, list):
         return any(_lone_surrogate(v) for v in value)
     return False
+
+
+_LOG_VALIDATOR: list = []
+
+
+def log_schema_problems(log) -> list:
+    """The places where the parsed round log ``log`` breaks its published JSON Schema
+    (``LOG_SCHEMA``; README *Layout*), each ``path: message``, at most five, sorted; empty when
+    it follows it. Before h-312 the reader's log.schema only asked that the log read one way
+    (README *Not given here* left the schema out): a log carrying keys no writer writes (a55's
+    ``aggregation.detail``), a missing ``summary`` or a text where a number is due passed it."""
+    import jsonschema
+
+    if not _LOG_VALIDATOR:
+        schema = json.loads(LOG_SCHEMA.read_text(encoding="utf-8"))
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _LOG_VALIDATOR.append(cls(schema))
+    found = sorted(
+        f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+        for e in _LOG_VALIDATOR[0].iter_errors(log)
+    )
+    return found[:5]
 
 
 def json_loads(data, *, strict: bool = False):
@@ -3951,6 +3978,9 @@ def main(argv=None):
         except ValueError as exc:  # not UTF-8 or JSON, too deep, a repeated key, NaN, ...
             report(r, "log.schema", False, f"the log does not read one way: {exc}")
             continue
+        broken = log_schema_problems(log)
+        if broken:  # reported, and the checks below still read what they can
+            report(r, "log.schema", False, f"the log breaks its JSON Schema: {'; '.join(broken)}")
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
         report(
             r,
