@@ -128,6 +128,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "stale_support_overlap": 1.0,
         "span_residual": 0.0,
         "size_norm_z": 0.0,
+        "size_norm_count": 0.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -160,6 +161,7 @@ UNRECORDED: Final = MappingProxyType(
         "stale_support_overlap": 1.0,
         "span_residual": 0.0,
         "size_norm_z": 0.0,
+        "size_norm_count": 0.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

@@ -157,6 +157,10 @@ one image), so 8 stops no honest update there and 16 of the 32 x10/x40 updates `
 median: x40 is 3.5x, z 3.4). Off: it does not bring issue 12 (c) under its 5% bar either
 (README *Accuracy*, h-301's paragraph)."""
 
+SIZE_NORM_COUNT: Final = 0.0
+"""The default ``size_norm_count`` of :class:`Combiner`: 0, none (``size_norm_z``'s allowance
+judged against the round's median claim alone, as terms written before it)."""
+
 BOOST_CLIP: Final = 0.0
 """The default ``boost_clip`` of :class:`Combiner`: 0, off (an opt-in; at 0.5 an update longer
 along the median update than 2 median norms keeps (2 / along) ** 2 of its score,
@@ -437,6 +441,15 @@ class Combiner:
     It only adds rejections (the allowance is at most what ``max_norm_z`` on the raw norm
     already tolerates), so a site that inflates its count gains back at most today's screen.
     A recorded set without it means 0: off.
+    ``size_norm_count`` (>= 0; default :data:`SIZE_NORM_COUNT`, 0: none): the largest median
+    count ``size_norm_z``'s allowance is judged against: ``max(1, n / min(m, size_norm_count))``
+    (:meth:`size_screen_allowance`). ``m`` is the sites' own claims, so colluders claiming more
+    (each within ``max_sample_ratio``) raise it and take an honest large site's allowance away
+    (h-309; ``scripts/bench/size_norm_collusion.py``: 19-45 of 100 sites); under the count the
+    terms record (the coordinator's typical site, as it knows the cohorts it registers caps
+    for) they raise it to that count at most. It only lowers the reference, so it only takes
+    rejections of ``size_norm_z`` back (never past the raw screen). A recorded set without it
+    means 0: the round's median claim alone (session 62's rule).
     """
 
     min_cosine: float = -0.5
@@ -472,10 +485,15 @@ class Combiner:
     stale_support_overlap: float = 0.99
     span_residual: float = 0.0
     size_norm_z: float = SIZE_NORM_Z
+    size_norm_count: float = SIZE_NORM_COUNT
 
     def __post_init__(self) -> None:
         if not 0.0 <= _number("size_norm_z", self.size_norm_z) < math.inf:
             raise ConfigError(f"size_norm_z must be finite and >= 0, got {self.size_norm_z}")
+        if not 0.0 <= _number("size_norm_count", self.size_norm_count) < math.inf:
+            raise ConfigError(
+                f"size_norm_count must be finite and >= 0 (0: none), got {self.size_norm_count}"
+            )
         if not 0.0 <= _number("span_residual", self.span_residual) < 1.0:
             raise ConfigError(f"span_residual must lie in [0, 1), got {self.span_residual}")
         if not 0.0 <= _number("stale_support_overlap", self.stale_support_overlap) <= 1.0:
@@ -560,16 +578,26 @@ class Combiner:
         updates' claimed counts, ``own`` among them): ``min(norm_size_cap, max(1, size))``."""
         return min(self.norm_size_cap, max(1.0, size_factor(own, counts)))
 
+    def size_screen_allowance(self, own: int, counts: Sequence[int]) -> float:
+        """The allowance :meth:`size_screen_z` divides the norm by: ``max(1, n / r)``, ``n`` =
+        ``own`` (the update's claimed count) and ``r`` the median ``m`` of ``counts`` (the
+        round's usable updates' claimed counts, ``own`` among them), or ``size_norm_count``
+        where that is positive and below ``m`` (colluders' claims raise ``m``, not the terms'
+        count); 1 when ``r`` is not positive. Uncapped: honest updates grow with a site's local
+        steps, and the boosted updates the raw screen lets through under label skew come from
+        small sites (README *Accuracy*, h-301)."""
+        median = float(statistics.median(counts)) if counts else 0.0
+        if self.size_norm_count > 0.0:
+            median = min(median, float(self.size_norm_count))
+        return max(1.0, own / median) if median > 0 else 1.0
+
     def size_screen_z(self, stats: RobustStats, own: int, counts: Sequence[int]) -> float | None:
         """The robust norm z ``size_norm_z`` judges (None when it is off): the update's norm
-        divided by ``max(1, n / m)`` (``n`` = ``own``, its claimed count; ``m`` the median of
-        ``counts``, the round's usable updates' claimed counts, ``own`` among them), on the
-        round's same median and scale (:func:`size_adjusted_z`). Uncapped: honest updates grow
-        with a site's local steps, and the boosted updates the raw screen lets through under
-        label skew come from small sites (README *Accuracy*, h-301)."""
+        divided by :meth:`size_screen_allowance`, on the round's same median and scale
+        (:func:`size_adjusted_z`)."""
         if self.size_norm_z <= 0.0:
             return None
-        return size_adjusted_z(stats, max(1.0, size_factor(own, counts)))
+        return size_adjusted_z(stats, self.size_screen_allowance(own, counts))
 
     def norm_outlier(
         self, stats: RobustStats, own: int, counts: Sequence[int]
@@ -607,7 +635,7 @@ class Combiner:
                 )
             elif checked and outlier and z <= self.max_norm_z:
                 assert size_z is not None
-                size = max(1.0, size_factor(c.num_samples, counts))
+                size = self.size_screen_allowance(c.num_samples, counts)
                 out[c.site] = (
                     Reason.OUTLIER_NORM,
                     f"norm {r.norm:.4g} is {r.norm / r.median_norm:.1f}x the median "

@@ -246,7 +246,14 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
 
 
 UNBOUNDED: Final = frozenset(
-    {"stale_distance", "stale_rounds", "dp_spend_check", "dp_noise_check", "record_floor"}
+    {
+        "stale_distance",
+        "stale_rounds",
+        "dp_spend_check",
+        "dp_noise_check",
+        "record_floor",
+        "size_norm_count",
+    }
 )
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
 and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
@@ -259,7 +266,11 @@ an update whose own blob contradicts its declared privacy spend); its loosest is
 (the records are kept ``max(record_floor, demote_scale)`` below their references, so a raised
 record always scores 0 and no value below ``demote_scale`` lifts a score), and its strictest,
 0 (off, the unbounded record terms written before it read as), is the rule every ledger before
-it was valued with; a larger floor is nearer to off."""
+it was valued with; a larger floor is nearer to off. ``size_norm_count`` has none either: any
+positive value only lowers the count ``size_norm_z``'s allowance is judged against, so it only
+takes that screen's rejections back (never past the raw screen, whose ``max_norm_z`` is
+bounded), and its strictest, 0 (none), is the rule ``size_norm_z`` T (bounded) was consented
+to with."""
 
 
 LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {

@@ -375,6 +375,9 @@ def read_independently(fed, prefix: str, *, before: str | None = None) -> list[d
         (folder / "reader.py").write_bytes(old)
         print(f"BEFORE=1: the independent reader of {before}")
     sys.path.insert(0, str(folder))
+    # a fresh module each call: a cached one kept the results of earlier calls in its RESULTS
+    # and was the same reader whatever ``before`` named
+    sys.modules.pop("reader", None)
     import reader
 
     if before:

@@ -2,8 +2,9 @@
 # ruff: noqa: E501  (long f-string report lines)
 """Independent reader of a fedtrail federation: no `import fedtrail`.
 
-Uses only web3 / eth_abi / requests / numpy / safetensors, the contract ABI in
-contracts/build/FederationLedger.json and the README's documented public rules
+Uses only web3 / eth_abi / requests / numpy / safetensors / jsonschema, the contract ABI in
+contracts/build/FederationLedger.json, the log's published JSON Schema
+(fedtrail/schemas/explanation-log.schema.json, data) and the README's documented public rules
 ("The public rules, exactly", "Wire format of models and updates", "The contract").
 
     scripts/independent/reader.py --rpc-url URL --deployment deployment.json --ipfs http://127.0.0.1:5001 [--json]
@@ -26,7 +27,7 @@ Checks per round (each printed PASS/FAIL/NOTE):
   - the reasons' rules in the README's order: duplicates, usable, IMPLAUSIBLE_SAMPLES, free
     riders (norm, own, stale, white-noise, shaped-noise and DP-copy tests, against the
     references the README lists, which must equal the log's), the size bound, the screens
-  - the log: weights (each chain-pinned field with its JSON type), settings (as parsed), robust
+  - the log: its JSON Schema (log.schema), weights (each chain-pinned field with its JSON type), settings (as parsed), robust
     components bit for bit, standing shares and scores, names (README *Strings*); `sites.names`
     by the README's rule and table
   - peer rounds: score windows and quorum (the terms' mode peers exactly when the chain opened a
@@ -72,6 +73,9 @@ from web3.datastructures import AttributeDict
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "contracts" / "build" / "FederationLedger.json"
+# README *Layout*: the explanation log's published JSON Schema (package data, like the contract
+# artifact above: a document read with the jsonschema package, no fedtrail code)
+LOG_SCHEMA = ROOT / "fedtrail" / "schemas" / "explanation-log.schema.json"
 WEIGHT_SCALE = 10**18
 SCORE_SCALE = 10**6
 PHASES = {
@@ -533,6 +537,29 @@ def _lone_surrogate(value) -> bool:
     if isinstance(value, list):
         return any(_lone_surrogate(v) for v in value)
     return False
+
+
+_LOG_VALIDATOR: list = []
+
+
+def log_schema_problems(log) -> list:
+    """The places where the parsed round log ``log`` breaks its published JSON Schema
+    (``LOG_SCHEMA``; README *Layout*), each ``path: message``, at most five, sorted; empty when
+    it follows it. Before h-312 the reader's log.schema only asked that the log read one way
+    (README *Not given here* left the schema out): a log carrying keys no writer writes (a55's
+    ``aggregation.detail``), a missing ``summary`` or a text where a number is due passed it."""
+    import jsonschema
+
+    if not _LOG_VALIDATOR:
+        schema = json.loads(LOG_SCHEMA.read_text(encoding="utf-8"))
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _LOG_VALIDATOR.append(cls(schema))
+    found = sorted(
+        f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+        for e in _LOG_VALIDATOR[0].iter_errors(log)
+    )
+    return found[:5]
 
 
 def json_loads(data, *, strict: bool = False):
@@ -1052,6 +1079,7 @@ LATER_THRESHOLDS = {
     "stale_support_overlap": 1.0,
     "span_residual": 0.0,
     "size_norm_z": 0.0,
+    "size_norm_count": 0.0,
 }
 
 
@@ -2361,6 +2389,67 @@ def duplicate_rule_problems(terms: dict) -> list:
 
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# README *The round terms, field by field*, the combiner's ranges, as written there (h-312;
+# tests/reference/test_combiner_ranges_reference.py holds this table to the README's text):
+# an interval "[a, b)" ("inf" unbounded), a set "{0, 1}", alternatives joined by " or ",
+# "integer" first for a number with no fraction, "any" for every finite number
+COMBINER_RANGES = {
+    "min_cosine": "[-1, 1]",
+    "credit_cosine": "[-1, 1]",
+    "relief_cosine": "[-1, 1]",
+    "max_norm_z": "(0, inf)",
+    "norm_scale_floor": "(0, inf)",
+    "demote_scale": "(0, inf)",
+    "min_gain": "any",
+    "min_robust_sites": "integer [1, inf)",
+    "stale_rounds": "integer [1, inf)",
+    "free_rider_norm": "[0, 1)",
+    "small_norm_ratio": "[0, 1)",
+    "span_residual": "[0, 1)",
+    "stale_cosine": "[0, 1]",
+    "stale_support_cosine": "[0, 1]",
+    "stale_support_overlap": "[0, 1]",
+    "boost_clip": "[0, 1]",
+    "warm_up_floor": "[0, 1]",
+    "stale_distance": "[0, inf)",
+    "record_floor": "[0, inf)",
+    "tiny_size_power": "[0, inf)",
+    "tiny_size_reference": "[0, inf)",
+    "white_noise_z": "[0, inf)",
+    "shaped_noise_z": "[0, inf)",
+    "block_noise_z": "[0, inf)",
+    "dp_copy_z": "[0, inf)",
+    "size_norm_z": "[0, inf)",
+    "size_norm_count": "[0, inf)",
+    "max_sample_ratio": "(1, inf)",
+    "norm_size_cap": "[1, inf)",
+    "max_norm_ratio": "{0} or [1, inf)",
+    "sample_median_self": "{0, 1}",
+    "dp_spend_check": "{0, 1}",
+    "tiny_size_own": "{0, 1}",
+    "dp_noise_check": "{0, 1, 2}",
+}
+
+
+def in_documented_range(x, spec: str) -> bool:
+    """Whether the finite number ``x`` lies in ``spec``, a range as COMBINER_RANGES writes it."""
+    if spec.startswith("integer "):
+        if x != int(x):
+            return False
+        spec = spec[len("integer ") :]
+    if spec == "any":
+        return True
+    for part in spec.split(" or "):
+        if part.startswith("{"):
+            if any(x == float(v) for v in part.strip("{}").split(",")):
+                return True
+            continue
+        lo, hi = (float(v) for v in part[1:-1].split(","))
+        if (lo <= x if part[0] == "[" else lo < x) and (x <= hi if part[-1] == "]" else x < hi):
+            return True
+    return False
+
+
 PERSONALISATION_METHODS = ("finetune", "fedbn", "fedrep")
 VALUATION_FIELDS = {
     "method",
@@ -2470,10 +2559,20 @@ def terms_field_problems(terms: dict) -> list:
             isinstance(comb, dict) and all(num(x) and type(x) is not bool for x in comb.values())
         ):
             out.append("valuation.combiner is not an object of finite numbers")
-        elif isinstance(comb, dict) and comb.get("size_norm_z", 0) < 0:
-            # README *Round terms*: size_norm_z (the second norm screen) is >= 0, 0 off; the
-            # product refuses a negative one, which this reader replayed as off (h-309)
-            out.append("valuation.combiner.size_norm_z is below 0")
+        elif isinstance(comb, dict):
+            # README *Round terms*: only the documented thresholds, each in its documented
+            # range (before h-312 any finite number passed: a negative size_norm_z, h-309, or
+            # a max_norm_z of -1, which the product refuses, replayed as a rule)
+            unknown = sorted(k for k in comb if k not in COMBINER_RANGES)
+            if unknown:
+                out.append(f"valuation.combiner names unknown threshold(s) {unknown}")
+            outside = [
+                f"{k} {x!r} (documented: {COMBINER_RANGES[k]})"
+                for k, x in sorted(comb.items())
+                if k in COMBINER_RANGES and not in_documented_range(x, COMBINER_RANGES[k])
+            ]
+            if outside:
+                out.append(f"valuation.combiner values outside their ranges: {outside}")
         if v.get("mode") not in (None, "aggregator", "peers"):
             out.append(f"valuation.mode {v.get('mode')!r} is not aggregator or peers")
     model, salt = terms.get("initial_model"), terms.get("initial_salt")
@@ -3879,6 +3978,9 @@ def main(argv=None):
         except ValueError as exc:  # not UTF-8 or JSON, too deep, a repeated key, NaN, ...
             report(r, "log.schema", False, f"the log does not read one way: {exc}")
             continue
+        broken = log_schema_problems(log)
+        if broken:  # reported, and the checks below still read what they can
+            report(r, "log.schema", False, f"the log breaks its JSON Schema: {'; '.join(broken)}")
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
         report(
             r,
@@ -4127,6 +4229,10 @@ def main(argv=None):
         if screened and not peer:
             cs = [onchain[a][1] for a in screened]
             m_c = statistics.median(cs)
+            # size_norm_count (0 or absent: none): size_norm_z's allowance is judged against
+            # min(m, size_norm_count), a count the colluders' claims cannot raise (h-312)
+            cap_c = cc.get("size_norm_count", 0.0)
+            m_s = min(m_c, cap_c) if cap_c > 0 else m_c
             bad = []
             for a in sorted(screened):
                 comp_a = lsites[a].get("components") or {}
@@ -4136,8 +4242,9 @@ def main(argv=None):
                 k = min(cc.get("norm_size_cap", 1.0), size_a)
                 z = z_a if k == 1 or z_a <= 0 else z_a * (nrm / k - med_n) / (nrm - med_n)
                 # size_norm_z (0: off): the same z after the claimed count's uncapped allowance
+                size_b = max(1.0, onchain[a][1] / m_s if m_s else 1.0)
                 z2 = (
-                    z_a if size_a == 1 or z_a <= 0 else z_a * (nrm / size_a - med_n) / (nrm - med_n)
+                    z_a if size_b == 1 or z_a <= 0 else z_a * (nrm / size_b - med_n) / (nrm - med_n)
                 )
                 sz = cc.get("size_norm_z", 0.0)
                 want = (

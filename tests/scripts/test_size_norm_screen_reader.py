@@ -133,3 +133,59 @@ def test_today_the_boosted_small_site_is_paid() -> None:
     assert out["audit_ok"] is True
     (first,) = out["results"]
     assert first["boost"]["reason"] == "OK" and first["boost"]["weight"] > 0
+
+
+def _long(ctx: Any) -> tuple[Any, int]:
+    """An honest large site's long update (its own, at 4.5x the honest sites' median norm: raw
+    robust z about 14, under ``max_norm_z`` 20), claiming 600 images (4x the typical 150)."""
+    target = 4.5 * statistics.median(_norm(ctx.now[h]) for h in HONEST[:2])
+    own = ctx.now["large"]
+    factor = target / _norm(own)
+    return {k: factor * v for k, v in own.items()}, 600
+
+
+def _inflate(site: str) -> Any:
+    def strategy(ctx: Any) -> tuple[Any, int]:
+        return ctx.now[site], 600  # its own update, claiming 4x its 150 images
+
+    return strategy
+
+
+def test_colluders_inflating_claims_leave_the_large_site_ok_under_the_terms_count(
+    anvil_url: str, ipfs_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """h-312 (h-309's colluders): two 150-image sites claim 600 each beside the large site, so
+    the median claim is 600 and, judged against it, the large site's allowance is 1 (z2 14 > 6:
+    OUTLIER_NORM under session 62's rule). Under terms with ``size_norm_count`` 150 the
+    allowance is judged against ``min(600, 150)``: the aggregator passes the large site and
+    ``audit verify`` and the independent reader pass the round (before h-312 the reader judged
+    against 600 and failed ``reasons.screen`` on an honest aggregator)."""
+    harness = _harness()
+    monkeypatch.setenv("FEDTRAIL_ATTACK_RPC", anvil_url)
+    monkeypatch.setenv("FEDTRAIL_ATTACK_IPFS", ipfs_api)
+    capped = dataclasses.replace(ON, size_norm_count=150.0)
+    sites = [harness.Site(h, 150) for h in HONEST[:2]]
+    sites += [harness.Site(c, 150, strategy=_inflate(c), cap=600) for c in ("c0", "c1")]
+    sites.append(harness.Site("large", 150, strategy=_long, cap=600))
+    settings = AggregatorSettings(
+        explain_method=None, round_seconds=60, reveal_seconds=30, combiner=capped
+    )
+    out = harness.run(
+        sites,
+        1,
+        settings=settings,
+        seed=0,
+        verbose=False,
+        accept=ThresholdLimits.accepting(capped),
+        real=True,
+    )
+    (first,) = out["results"]
+    assert first["c0"]["reason"] not in ("IMPLAUSIBLE_SAMPLES", "OUTLIER_NORM")
+    assert first["large"]["reason"] != "OUTLIER_NORM"
+    assert out["failed"] == []
+    results = {
+        (x["round"], x["check"]): x["result"]
+        for x in harness.read_independently(out["fed"], "size-norm-count")
+    }
+    assert results[(1, "reasons.screen")] == "PASS"
+    assert [k for k, res in results.items() if res == "FAIL"] == []

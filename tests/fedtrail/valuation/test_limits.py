@@ -144,8 +144,9 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "size_norm_z",
     }
     # record_floor: no limit on either side (its effect never goes below demote_scale's; 0,
-    # off, is the unbounded record of every ledger before it)
-    unbounded_both = {"record_floor"}
+    # off, is the unbounded record of every ledger before it); size_norm_count neither (it only
+    # lowers the count size_norm_z's allowance is judged against: takes rejections back)
+    unbounded_both = {"record_floor", "size_norm_count"}
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest - unbounded_both | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)

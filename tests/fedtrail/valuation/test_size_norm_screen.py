@@ -9,6 +9,8 @@ site that inflates its claimed count gets back at most the raw screen it faces t
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import asdict, replace
 
 import pytest
@@ -109,23 +111,66 @@ def test_terms_without_it_replay_it_off_and_sites_must_consent() -> None:
         replace(HISTORY_COMBINER, size_norm_z=-1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h-309: the allowance's median count is the round's claimed counts, so colluders "
-    "who inflate their claims (each within max_sample_ratio of that median) take an honest "
-    "large site's allowance away and get it rejected; fix: judge n against a reference the "
-    "sites do not set (e.g. the median of the round's registered maxSamples, or last round's "
-    "median count), in the service, verify and the reader, recorded in the terms",
-)
 def test_colluders_inflating_their_counts_cannot_get_an_honest_large_site_rejected() -> None:
     """h-309 (reviewing h-301): the honest 80-image site at 4.5x the median norm (raw z 14,
     under ``max_norm_z``; 0.5 after its 4x allowance) with two of the round's 20-image sites
-    claiming 80 images each. The median count becomes 80, the large site's allowance 1 and its
-    z 14 > 6: OUTLIER_NORM under ``size_norm_z`` 6, though its update and count are unchanged.
-    The colluders' own claims are the median (ratio 1: no IMPLAUSIBLE_SAMPLES) and their
-    updates are unchanged; the raw screen (``norm_size_cap`` 1) is not moved."""
-    honest = _screen(ON, NORMS, COUNTS)
-    assert honest["big"] is Reason.OK
+    claiming 80 images each. The median count becomes 80; judged against it the large site's
+    allowance is 1 and its z 14 > 6: OUTLIER_NORM under ``size_norm_z`` 6, though its update and
+    count are unchanged. The colluders' own claims are the median (ratio 1: no
+    IMPLAUSIBLE_SAMPLES) and their updates are unchanged; the raw screen (``norm_size_cap`` 1)
+    is not moved. h-312: under the terms' ``size_norm_count`` (the federation's typical count,
+    20 here) the allowance is judged against ``min(m, 20)``, which no claim raises; terms
+    without it (0) keep session 62's rule, and its flaw."""
+    capped = replace(ON, size_norm_count=20.0)
     inflated = {**COUNTS, "h0": 80, "h1": 80}
-    assert _screen(HISTORY_COMBINER, NORMS, inflated)["big"] is Reason.OK  # today's screen
-    assert _screen(ON, NORMS, inflated)["big"] is Reason.OK
+    assert _screen(HISTORY_COMBINER, NORMS, inflated)["big"] is Reason.OK  # the raw screen
+    assert _screen(capped, NORMS, COUNTS) == _screen(ON, NORMS, COUNTS)  # m 20: as before
+    assert _screen(capped, NORMS, inflated)["big"] is Reason.OK
+    assert capped.size_screen_z(_stats(4.5), 80, list(inflated.values())) == pytest.approx(0.5)
+    assert _screen(ON, NORMS, inflated)["big"] is Reason.OUTLIER_NORM  # size_norm_count 0
+    # whatever the colluders claim (within max_sample_ratio 10 of the median), the allowance
+    # judged against at most 20 is at least 80 / 20
+    for claim in (21, 40, 80, 199):
+        many = {**COUNTS, "h0": claim, "h1": claim, "h2": claim}
+        assert _screen(capped, NORMS, many)["big"] is Reason.OK, claim
+    # the boosted small site stays OUTLIER_NORM: the count only lowers the reference
+    assert _screen(capped, NORMS, inflated)["boost"] is Reason.OUTLIER_NORM
+
+
+def test_the_count_only_takes_size_norm_z_rejections_back() -> None:
+    """A cap below the round's median claim raises every allowance (a federation's count set
+    too low excuses more, never past the raw screen); one at or above it changes nothing."""
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        norms = {f"s{i}": float(torch.rand(1, generator=gen)) * 40 for i in range(6)}
+        counts = {f"s{i}": int(torch.randint(1, 500, (1,), generator=gen)) for i in range(6)}
+        cap = float(torch.randint(1, 600, (1,), generator=gen))
+        old, new = (
+            _screen(ON, norms, counts),
+            _screen(replace(ON, size_norm_count=cap), norms, counts),
+        )
+        raw = _screen(HISTORY_COMBINER, norms, counts)
+        assert all(old[s] is Reason.OUTLIER_NORM for s, r in new.items() if r is not Reason.OK)
+        assert all(new[s] is Reason.OUTLIER_NORM for s, r in raw.items() if r is not Reason.OK)
+        if cap >= statistics.median(counts.values()):
+            assert new == old
+
+
+def test_terms_without_the_count_replay_session_62s_rule() -> None:
+    recorded = asdict(ON)
+    del recorded["size_norm_count"]
+    settings = ValuationSettings(
+        method="shapley",
+        metric="balanced_loss",
+        standing=True,
+        explanation_check=False,
+        combiner=recorded,
+    )
+    assert combiner_from(settings).size_norm_count == 0.0
+    on = replace(settings, combiner=asdict(replace(ON, size_norm_count=20.0)))
+    assert combiner_from(on).size_norm_count == 20.0
+    # no consent limit: it only takes size_norm_z's rejections back
+    assert ThresholdLimits.accepting(ON).breaches(replace(ON, size_norm_count=1.0)) == []
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ConfigError, match="size_norm_count"):
+            replace(ON, size_norm_count=bad)
