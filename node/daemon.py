@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import threading
 import time
@@ -328,6 +329,22 @@ class RoundRecord:
     in ``note`` and a dropped decline left the site reading as absent)."""
 
 
+_DECLINED_NOTE: Final = re.compile(r"declined on chain \(([a-z ]+)\)")
+"""How every node since decline commitments (a42) notes the decline it committed: "declined on
+chain (<reason's label>) in tx ..." (or "... before this node's record of it was saved")."""
+
+
+def _declined_in(note: str) -> int:
+    """The :class:`Decline` code the note of a record written before
+    :attr:`RoundRecord.declined` names (0: none, or no reason's label). The note holds the
+    reason the site signed, so a decline of such a record a reorganisation drops is committed
+    again with that reason (recomputing the decision instead would depend on the store, the
+    site's cap and its ``[accept]`` as they are now, not as they were)."""
+    found = _DECLINED_NOTE.findall(note)
+    labels = {d.label: int(d) for d in Decline}
+    return labels.get(found[-1], 0) if found else 0
+
+
 @dataclass
 class NodeState:
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
@@ -350,6 +367,7 @@ class NodeState:
             raise NodeStateError(f"node state {path} is corrupt: {exc}") from exc
         try:
             rounds = {int(k): RoundRecord(**v) for k, v in raw["rounds"].items()}
+            unsaid = {int(k) for k, v in raw["rounds"].items() if "declined" not in v}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise NodeStateError(f"node state {path} is corrupt: {exc!r}") from exc
         for r, rec in rounds.items():
@@ -366,6 +384,8 @@ class NodeState:
                     f"node state {path} is corrupt: round {r}'s chain_seconds is "
                     f"{seconds!r}, not a whole number of seconds >= 0"
                 )
+            if r in unsaid and rec.phase == "skipped" and isinstance(rec.note, str):
+                rec.declined = _declined_in(rec.note)  # a record written before the field
             code = rec.declined
             if type(code) is not int or code not in (0, *(int(d) for d in Decline)):
                 # a decline re-sent after a reorganisation takes its reason from here

@@ -188,6 +188,28 @@ def test_a_decline_dropped_by_a_reorg_is_sent_again_while_the_commit_window_is_o
     assert _declined(world, node) is Decline.WINDOWS
 
 
+def test_a_decline_recorded_before_its_reason_was_kept_is_sent_again_too(
+    declining: World,
+) -> None:
+    """A state.json written before session 62 keeps a decline's reason only in its note (no
+    ``declined`` field): a decline a reorganisation dropped was not sent again, the site read
+    as absent. Its reason is read back from the note."""
+    world = declining
+    node = world.node(0)
+    before = _snapshot(world.env.w3)
+    record = node.participate(world.round)
+    assert record is not None and record.declined == Decline.WINDOWS
+    path = world.folder(0) / "state.json"
+    raw = json.loads(path.read_text())
+    del raw["rounds"][str(world.round)]["declined"]  # as an older node wrote it
+    path.write_text(json.dumps(raw))
+    _reorg(world.env.w3, before)
+    assert world.ledger.get_submission(world.round, node.address) is None
+    again = world.node(0).participate(world.round)
+    assert again is not None and again.declined == Decline.WINDOWS, again
+    assert _declined(world, node) is Decline.WINDOWS, "the dropped decline was not sent again"
+
+
 def test_the_run_loop_sends_a_dropped_decline_again(declining: World) -> None:
     """Through ``node run``'s loop, which before never polled a finished (skipped) record."""
     world = declining
