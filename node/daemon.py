@@ -974,6 +974,13 @@ class SiteNode:
             if peer is None
             else (peer.score_commit_deadline, peer.score_reveal_deadline),
         )
+        if peer is not None:
+            # a139 (a133's reverse): a peer round on chain under terms that say the aggregator
+            # values it, score windows nobody was promised; checked with the windows, where the
+            # score window comparison found it before valuation_mode_difference was its one home
+            mode = valuation_mode_difference(terms, peer_round=True)
+            if mode is not None:
+                windows.append(mode)
         if windows:
             return (
                 Decline.WINDOWS,
@@ -999,8 +1006,10 @@ class SiteNode:
                 "the committed terms name settings this site cannot or will not run "
                 f"({problem}); not taking part",
             )
-        # a133, and its reverse: a peer round on chain under terms that say the aggregator
-        # values it (score windows nobody was promised; before, the node trained and committed)
+        # a133: terms that name a peer round's score windows under a round opened on chain as
+        # an aggregator round (the aggregator would value it alone; before, the node trained
+        # and committed). Last, as since a133: such terms that also fail an earlier check are
+        # declined for that one (tests/node/test_daemon.py, "peer-auc-linear": `unaccepted`)
         mode = valuation_mode_difference(terms, peer_round=peer is not None)
         if mode is not None:
             return (
