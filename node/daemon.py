@@ -580,10 +580,10 @@ class SiteNode:
         round as the chain has it now; None when it was made for an earlier opening of the
         same ledger's round ``round_id`` (other terms or deadlines: a reorganisation dropped
         ``openRound`` and the round was opened again, or the chain was restarted and redeployed
-        at the same address), set aside by :meth:`_reopened`, or the record standing in for it
-        there. Refuses (:class:`NodeStateError`) a record of another ledger's round (state.json
-        of another federation in this folder): by its :attr:`RoundRecord.opened`, or for an
-        older record without one, a reveal it records that the chain does not hold."""
+        at the same address), set aside by :meth:`_reopened`, or the ``skipped`` record that
+        puts in its place. Refuses (:class:`NodeStateError`) a record of another ledger's round
+        (state.json of another federation in this folder): by its :attr:`RoundRecord.opened`,
+        or for an older record without one, a reveal it records that the chain does not hold."""
         key = info.key(self.ledger.address)
         self._opened[round_id] = key
         if record is None:
@@ -623,6 +623,10 @@ class SiteNode:
         :class:`NodeStateError` and stop: whoever controls the chain could halt every node by
         reopening a round."""
         self._settled.discard(round_id)
+        # the pending update first: a crash before the record is gone sets it aside again,
+        # where one after it, the update kept, would let _recover reveal it under these terms
+        self._pending_residual(round_id).unlink(missing_ok=True)
+        self._pending_blob(round_id).unlink(missing_ok=True)
         line = json.dumps({"superseded_by": key, "record": asdict(record)}) + "\n"
         path = self.folder / SUPERSEDED_NAME
         before = path.read_bytes() if path.exists() else b""
@@ -641,8 +645,6 @@ class SiteNode:
         else:
             del self.state.rounds[round_id]
         self._save()
-        self._pending_residual(round_id).unlink(missing_ok=True)
-        self._pending_blob(round_id).unlink(missing_ok=True)
         log.warning(
             "round %d was opened again (this node's record, %s, was made under %s; the chain's "
             "round is %s: a reorganisation, or the chain redeployed): record moved to %s%s",

@@ -22,7 +22,7 @@ from web3 import Web3
 from web3.types import RPCEndpoint
 
 from fedtrail.chain import advance_time, block_timestamp
-from fedtrail.ledger import Ledger, read_decline
+from fedtrail.ledger import Ledger, commitment, read_decline
 from fedtrail.node.daemon import NodeState, SiteNode
 from fedtrail.node.scoring import SUPERSEDED_NAME
 from fedtrail.protocol.codes import Decline
@@ -328,6 +328,32 @@ def test_a_round_reopened_under_other_terms_after_a_commit_is_taken_part_in_afre
     assert done is not None and done.phase == "revealed", done and done.note
     saved = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
     assert (saved.phase, saved.opened) == ("revealed", key)
+
+
+def test_an_old_commitment_that_lands_again_in_the_reopened_round_is_never_revealed(
+    reopenable: Reopenable,
+) -> None:
+    """The commitment this site made under the earlier opening lands again in the new branch
+    (a replayed transaction; it binds site, round, sha256 and samples, not the terms): the
+    update behind it was trained under terms the site did not consent to for this opening, so
+    the node must not reveal it, nor recover it from pending/."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    reopenable.reopen()
+    replayed = commitment(node.address, world.round, old.sha256, old.num_samples)
+    world.ledger.commit_update(world.env.sites[0], world.round, replayed)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert "lost locally" in record.note, record.note
+    assert not list((world.folder(0) / "pending").iterdir())
+    world.close_commits()
+    for restart in (False, True):
+        again = (world.node(0) if restart else node).participate(world.round)
+        assert again is not None and again.phase == "skipped", again
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and not on_chain.revealed, "revealed under terms not consented"
 
 
 def test_a_round_reopened_under_terms_the_site_refuses_is_declined_for_those_terms(
