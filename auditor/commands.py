@@ -357,7 +357,10 @@ def log_cmd(
     registry = registry_at_finalize(ledger, round_id)
     tag = {Mark.CHAIN: "[chain]", Mark.CLAIMED: "[claimed]", Mark.MISMATCH: "[DIFFERS FROM CHAIN]"}
     click.echo(
-        f"log {shown(info.log_cid)}: bytes match the sha256 on chain ({info.log_sha256[:16]}…)"
+        # the chain's CID text is the aggregator's to choose and no length is bounded on chain:
+        # cut as every other audit command cuts chain CIDs (it was printed whole)
+        f"log {shown(bounded(info.log_cid))}: bytes match the sha256 on chain "
+        f"({info.log_sha256[:16]}…)"
     )
     click.echo("[chain] = equals the ledger's record; [claimed] = the aggregator's word only")
     click.echo("")

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import threading
 import time
@@ -91,7 +92,7 @@ from fedtrail.ml.training import (
     train_local,
 )
 from fedtrail.node.config import NodeConfig
-from fedtrail.node.scoring import PeerScorer
+from fedtrail.node.scoring import SUPERSEDED_NAME, PeerScorer
 from fedtrail.protocol.codes import Decline, Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog
@@ -328,6 +329,22 @@ class RoundRecord:
     in ``note`` and a dropped decline left the site reading as absent)."""
 
 
+_DECLINED_NOTE: Final = re.compile(r"declined on chain \(([a-z ]+)\)")
+"""How every node since decline commitments (a42) notes the decline it committed: "declined on
+chain (<reason's label>) in tx ..." (or "... before this node's record of it was saved")."""
+
+
+def _declined_in(note: str) -> int:
+    """The :class:`Decline` code the note of a record written before
+    :attr:`RoundRecord.declined` names (0: none, or no reason's label). The note holds the
+    reason the site signed, so a decline of such a record a reorganisation drops is committed
+    again with that reason (recomputing the decision instead would depend on the store, the
+    site's cap and its ``[accept]`` as they are now, not as they were)."""
+    found = _DECLINED_NOTE.findall(note)
+    labels = {d.label: int(d) for d in Decline}
+    return labels.get(found[-1], 0) if found else 0
+
+
 @dataclass
 class NodeState:
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
@@ -350,6 +367,7 @@ class NodeState:
             raise NodeStateError(f"node state {path} is corrupt: {exc}") from exc
         try:
             rounds = {int(k): RoundRecord(**v) for k, v in raw["rounds"].items()}
+            unsaid = {int(k) for k, v in raw["rounds"].items() if "declined" not in v}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise NodeStateError(f"node state {path} is corrupt: {exc!r}") from exc
         for r, rec in rounds.items():
@@ -366,6 +384,8 @@ class NodeState:
                     f"node state {path} is corrupt: round {r}'s chain_seconds is "
                     f"{seconds!r}, not a whole number of seconds >= 0"
                 )
+            if r in unsaid and rec.phase == "skipped" and isinstance(rec.note, str):
+                rec.declined = _declined_in(rec.note)  # a record written before the field
             code = rec.declined
             if type(code) is not int or code not in (0, *(int(d) for d in Decline)):
                 # a decline re-sent after a reorganisation takes its reason from here
@@ -555,31 +575,89 @@ class SiteNode:
         info: RoundInfo,
         record: RoundRecord | None,
         on_chain: Submission | None,
-    ) -> None:
-        """Refuses a record made for another ledger's round ``round_id`` (state.json of another
-        federation in this folder, or a chain restarted and redeployed at the same address):
-        by its :attr:`RoundRecord.opened`, or for an older record without one, a reveal it
-        records that the chain does not hold."""
+    ) -> RoundRecord | None:
+        """The record to go on with for ``round_id``: ``record`` when it was made for this
+        round as the chain has it now; None when it was made for an earlier opening of the
+        same ledger's round ``round_id`` (other terms or deadlines: a reorganisation dropped
+        ``openRound`` and the round was opened again, or the chain was restarted and redeployed
+        at the same address), set aside by :meth:`_reopened`, or the ``skipped`` record that
+        puts in its place. Refuses (:class:`NodeStateError`) a record of another ledger's round
+        (state.json of another federation in this folder): by its :attr:`RoundRecord.opened`,
+        or for an older record without one, a reveal it records that the chain does not hold."""
         key = info.key(self.ledger.address)
         self._opened[round_id] = key
         if record is None:
-            return
+            return None
         if record.opened:
             if record.opened == key:
-                return
-            theirs = f"of another ledger or chain ({record.opened}; this ledger's is {key})"
+                return record
+            if record.opened.split("/", 1)[0] == self.ledger.address:
+                return self._reopened(round_id, record, key)
+            theirs = f"of another ledger ({record.opened}; this ledger's is {key})"
         elif record.phase in ("revealed", "submitted") and (
             on_chain is None or not on_chain.revealed or on_chain.sha256 != record.sha256
         ):
             theirs = f"revealed with sha256 {record.sha256[:16]}, which this ledger does not hold"
         else:
-            return
+            return record
         raise NodeStateError(
             f"{self.state_path} records round {round_id} ({record.phase}) {theirs}: this "
             "folder's state is not this ledger's. Give the node a folder of its own for this "
             "ledger, or move state.json, residual.safetensors and pending/ aside if the old "
             "federation is gone for good"
         )
+
+    def _reopened(self, round_id: int, record: RoundRecord, key: str) -> RoundRecord | None:
+        """Sets aside ``record``, made under an earlier opening of round ``round_id`` of this
+        ledger (its key, :attr:`RoundRecord.opened`, is not ``key``): the record goes to
+        :data:`SUPERSEDED_NAME` and the round's pending update and residual are deleted, so
+        nothing trained, committed or consented to under the earlier terms is ever committed,
+        revealed or declined under these (a commitment of the old update that lands again in
+        the new branch is then "committed, but lost locally", never revealed). None: the round
+        is taken as new, every check before training runs on its terms again. A record whose
+        update carried differential privacy and had left the node (``stored``/``revealed``:
+        the blob on the store, perhaps fetched) gives a ``skipped`` record instead: training
+        again would publish a second DP release of the same data for the round while the
+        chain, having dropped the reveal, no longer counts the first (not declared on chain:
+        no decline reason says it). Before, such a record made the node raise
+        :class:`NodeStateError` and stop: whoever controls the chain could halt every node by
+        reopening a round."""
+        self._settled.discard(round_id)
+        # the pending update first: a crash before the record is gone sets it aside again,
+        # where one after it, the update kept, would let _recover reveal it under these terms
+        self._pending_residual(round_id).unlink(missing_ok=True)
+        self._pending_blob(round_id).unlink(missing_ok=True)
+        line = json.dumps({"superseded_by": key, "record": asdict(record)}) + "\n"
+        path = self.folder / SUPERSEDED_NAME
+        before = path.read_bytes() if path.exists() else b""
+        atomic_write(path, before + line.encode("utf-8"))
+        published = record.phase in ("stored", "revealed", "submitted")
+        kept: RoundRecord | None = None
+        if published and record.epsilon_micro:
+            kept = RoundRecord(round=round_id, phase="skipped", opened=key)
+            kept.note = (
+                f"round {round_id} was opened again under other terms or deadlines after this "
+                f"site's DP update of its earlier opening left the node ({record.phase}, "
+                f"{record.epsilon_micro} micro-epsilon): not training again, which would "
+                "release the same data twice while the chain counts once"
+            )
+            self.state.rounds[round_id] = kept
+        else:
+            del self.state.rounds[round_id]
+        self._save()
+        log.warning(
+            "round %d was opened again (this node's record, %s, was made under %s; the chain's "
+            "round is %s: a reorganisation, or the chain redeployed): record moved to %s%s",
+            round_id,
+            record.phase,
+            record.opened,
+            key,
+            path,
+            "; " + kept.note
+            if kept is not None
+            else "; the round's terms are checked again as a new round's",
+        )
+        return kept
 
     def _pending_blob(self, round_id: int) -> Path:
         return self.folder / PENDING_DIR / f"update-{round_id}.safetensors"
@@ -615,8 +693,7 @@ class SiteNode:
         view = self.ledger.site_round(round_id, self.address)
         view_at = time.monotonic()  # the chain's clock was read no later than this
         info, on_chain = view.info, view.submission
-        record = self.state.rounds.get(round_id)
-        self._check_opened(round_id, info, record, on_chain)
+        record = self._check_opened(round_id, info, self.state.rounds.get(round_id), on_chain)
         if (
             record is not None
             and record.phase in FINAL_PHASES
@@ -899,6 +976,13 @@ class SiteNode:
             if peer is None
             else (peer.score_commit_deadline, peer.score_reveal_deadline),
         )
+        if peer is not None:
+            # a139 (a133's reverse): a peer round on chain under terms that say the aggregator
+            # values it, score windows nobody was promised; checked with the windows, where the
+            # score window comparison found it before valuation_mode_difference was its one home
+            mode = valuation_mode_difference(terms, peer_round=True)
+            if mode is not None:
+                windows.append(mode)
         if windows:
             return (
                 Decline.WINDOWS,
@@ -924,8 +1008,10 @@ class SiteNode:
                 "the committed terms name settings this site cannot or will not run "
                 f"({problem}); not taking part",
             )
-        # a133, and its reverse: a peer round on chain under terms that say the aggregator
-        # values it (score windows nobody was promised; before, the node trained and committed)
+        # a133: terms that name a peer round's score windows under a round opened on chain as
+        # an aggregator round (the aggregator would value it alone; before, the node trained
+        # and committed). Last, as since a133: such terms that also fail an earlier check are
+        # declined for that one (tests/node/test_daemon.py, "peer-auc-linear": `unaccepted`)
         mode = valuation_mode_difference(terms, peer_round=peer is not None)
         if mode is not None:
             return (
@@ -1831,6 +1917,16 @@ class SiteNode:
 
     # ---------------------------------------------------------------- the loop
 
+    def _idle(self, record: RoundRecord) -> bool:
+        """Whether the run loop leaves ``record``'s round alone: finished, and nothing in it a
+        reorganisation may still drop in its window (a reveal or a decline, a130) unless
+        :meth:`participate` found it settled."""
+        if record.phase not in FINAL_PHASES:
+            return False
+        return record.round in self._settled or not (
+            record.phase == "revealed" or bool(record.declined)
+        )
+
     def run(self, *, once: bool = False, on_idle: Callable[[], None] | None = None) -> int:
         """Watch the chain until stopped (or one round done with ``once``); rounds taken part in.
         Holds the folder's lock throughout: a second daemon on the same folder is refused."""
@@ -1848,26 +1944,20 @@ class SiteNode:
             try:
                 current = self.ledger.current_round()
                 prior = self.state.rounds.get(current)
+                if current and prior is not None and (current != seen or self._idle(prior)):
+                    # a record not participated again: is it still of this round, or was the
+                    # round opened again under other terms (a reorganisation)? Asked at each
+                    # poll while idle (one read; none once the round is finalized)
+                    info = self.ledger.get_round(current)
+                    on_chain = None
+                    if not prior.opened:  # an older record: the chain must hold its reveal
+                        on_chain = self.ledger.get_submission(current, self.address)
+                    prior = self._check_opened(current, info, prior, on_chain)
                 if current and current != seen:
-                    if prior is not None:  # a finished record is not participated again
-                        self._check_opened(
-                            current,
-                            self.ledger.get_round(current),
-                            prior,
-                            self.ledger.get_submission(current, self.address),
-                        )
                     seen = current
                     log.info("round %d is the ledger's latest round", current)
                 record = None
-                unfinished = (
-                    prior is None
-                    or prior.phase not in FINAL_PHASES
-                    # a reveal or decline a reorganisation may still drop in its window (a130)
-                    or (
-                        current not in self._settled
-                        and (prior.phase == "revealed" or bool(prior.declined))
-                    )
-                )
+                unfinished = prior is None or not self._idle(prior)
                 if current and (unfinished or self._pending_residual(current).exists()):
                     was = None if prior is None else prior.phase  # participate edits prior
                     record = self.participate(current)

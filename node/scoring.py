@@ -106,6 +106,12 @@ RETRY: Final = frozenset({"ScoringNotOpen", "ScoreRevealNotOpen"})
 """Refusals that only say the chain's clock lags ours: tried again on the next poll."""
 
 
+SUPERSEDED_NAME: Final = "superseded.jsonl"
+"""Records (of ``state.json`` and ``scores.json``) set aside because their round was opened
+again under other terms or deadlines, a JSON line each with the key of the round that replaced
+them (:meth:`node.daemon.SiteNode._reopened`, :meth:`PeerScorer._check_opened`)."""
+
+
 @dataclass
 class ScoreRecord:
     """What this site did as a validator in one round, as persisted."""
@@ -208,18 +214,45 @@ class PeerScorer:
                 rec.opened = key
         self.state.save(self.path)
 
-    def _check_opened(self, round_id: int, record: ScoreRecord | None) -> None:
-        """Refuses a record made for another ledger's round ``round_id`` (once per round)."""
-        if round_id in self._opened:
-            return
+    def _check_opened(self, round_id: int, record: ScoreRecord | None) -> ScoreRecord | None:
+        """The record to go on with for ``round_id`` (checked at each call with a record, once
+        per round without): ``record``, or
+        None when it was made under an earlier opening of this ledger's round (other terms or
+        deadlines: a reorganisation dropped ``openRound`` and the round was opened again). That
+        record is set aside in :data:`SUPERSEDED_NAME` (its vector scored the
+        earlier opening's updates: never committed or revealed again), and the round is scored
+        as a new one (a score commitment of the old vector that lands again in the new branch
+        is then "committed, but the scored vector is lost", never revealed). Before, such a
+        record stopped the node. A record of another ledger is refused."""
+        if record is None and round_id in self._opened:
+            return None
         key = self.ledger.get_round(round_id).key(self.ledger.address)
         self._opened[round_id] = key
-        if record is not None and record.opened and record.opened != key:
+        if record is None or not record.opened or record.opened == key:
+            return record
+        if record.opened.split("/", 1)[0] != self.ledger.address:
             raise FedtrailError(
-                f"{self.path} records round {round_id} ({record.phase}) of another ledger or "
-                f"chain ({record.opened}; this ledger's is {key}): this folder's validator "
+                f"{self.path} records round {round_id} ({record.phase}) of another ledger "
+                f"({record.opened}; this ledger's is {key}): this folder's validator "
                 "state is not this ledger's. Give the node a folder of its own for this ledger"
             )
+        line = json.dumps({"superseded_by": key, "scores": asdict(record)}) + "\n"
+        aside = self.folder / SUPERSEDED_NAME
+        before = aside.read_bytes() if aside.exists() else b""
+        atomic_write(aside, before + line.encode("utf-8"))
+        del self.state.rounds[round_id]
+        self._save()
+        log.warning(
+            "round %d was opened again (this validator's record, %s, was made under %s; the "
+            "chain's round is %s: a reorganisation, or the chain redeployed): record moved to "
+            "%s; the round is scored as a new one",
+            round_id,
+            record.phase,
+            record.opened,
+            key,
+            aside,
+        )
+        return None
 
     def _step(self, name: str) -> None:
         self._at_step(name)
@@ -267,7 +300,7 @@ class PeerScorer:
         has a step left that waits for chain time; call again later."""
         record = self.state.rounds.get(round_id)
         if record is not None:
-            self._check_opened(round_id, record)
+            record = self._check_opened(round_id, record)
         if record is not None and record.phase in ("committed", "revealed"):
             dropped = self._dropped(round_id, record)
             if dropped == "reveal":

@@ -857,7 +857,10 @@ def window_differences(
     both are there (attack a132: terms whose score windows pass every site's floors, opened on
     chain at the contract's 10-s minimum, left validators a score reveal window too short for
     them, and a vote committed and not revealed is rated at the largest distance; ``audit
-    verify``'s ``peers.quorum`` failed the round only afterwards)."""
+    verify``'s ``peers.quorum`` failed the round only afterwards). A peer round on chain under
+    terms that name no score windows (a139), and terms that name them under a round opened
+    without (a133), are :func:`valuation_mode_difference`'s: callers that hold a peer record
+    check both."""
     commit = commit_deadline - opened_at
     reveal = reveal_deadline - commit_deadline
     problems = []
@@ -880,8 +883,10 @@ def valuation_mode_difference(terms: RoundTerms, *, peer_round: bool) -> str | N
     promised their peers would score, attack a133), or a peer round on chain (``openPeerRound``,
     score windows the terms never promised) under terms that say the aggregator values it.
     ``peer_round``: whether the chain holds a peer record for the round. Nodes decline either
-    before training (``windows``), validators do not score the second, and ``audit verify``'s
-    ``terms.declined`` confirms such a decline."""
+    before training (``windows``, with :func:`window_differences`' findings), validators do not
+    score the second, and ``audit verify``'s ``terms.declined`` confirms such a decline. The one
+    home of both checks (the second, a139, was also a branch of the score window comparison
+    until session 63, which stated it twice wherever both ran)."""
     promised = terms.score_commit_seconds is not None
     if promised and not peer_round:
         return (
@@ -890,8 +895,8 @@ def valuation_mode_difference(terms: RoundTerms, *, peer_round: bool) -> str | N
         )
     if peer_round and not promised:
         return (
-            "the chain opened a peer round with score windows, the terms name none (they say "
-            "the aggregator values it)"
+            "the chain opened a peer round with score windows, the terms name none (they name "
+            "no score windows and promise no peer scoring: the aggregator values it)"
         )
     return None
 
@@ -902,12 +907,9 @@ def _score_window_differences(
     if score_deadlines is None:
         return []
     if terms.score_commit_seconds is None:
-        # a139: a peer round on chain under terms that name no peer scoring (what the sites
-        # consented to is the aggregator's valuation, not a median of votes at its quorum)
-        return [
-            "the chain opened a peer round, the terms name no score windows "
-            "(they promise no peer scoring)"
-        ]
+        # a peer round under terms that name no score windows (a139) is a round of another
+        # kind than the terms', valuation_mode_difference's, the one home of that check
+        return []
     score_commit = score_deadlines[0] - reveal_deadline
     score_reveal = score_deadlines[1] - score_deadlines[0]
     if (score_commit, score_reveal) == (terms.score_commit_seconds, terms.score_reveal_seconds):

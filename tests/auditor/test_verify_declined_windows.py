@@ -143,3 +143,12 @@ def test_a_windows_decline_the_chain_does_not_bear_out_is_only_noted(
 def test_the_peer_record_is_read_only_to_weigh_a_windows_decline() -> None:
     *_, reads = _declined(_terms(None), None, Decline.PRIVACY)
     assert reads == 0
+
+
+def test_a_peer_round_under_aggregator_terms_is_stated_once() -> None:
+    """The check of a peer round under terms that promise no peer scoring has one home
+    (``valuation_mode_difference``): it was also a branch of ``window_differences``' score
+    window comparison, so the confirmed reason stated it twice."""
+    passed, detail, _ = _declined(_terms(None), (600, 600))
+    assert not passed, detail
+    assert detail.count("opened a peer round") == 1, detail

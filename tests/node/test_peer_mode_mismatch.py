@@ -46,7 +46,7 @@ def test_a_peer_round_on_chain_under_aggregator_terms_is_declined_and_not_scored
     node = world.node(0)
     record = node.participate(r)
     assert record is not None and record.phase == "skipped", record
-    # the a139 wording (window_differences) or the a133 reverse's (valuation_mode_difference)
+    # the a139 case, valuation_mode_difference's wording
     assert "the terms name no" in record.note, record.note
     on_chain = ledger.get_submission(r, node.address)
     assert on_chain is not None
@@ -57,4 +57,7 @@ def test_a_peer_round_on_chain_under_aggregator_terms_is_declined_and_not_scored
     vote = node.scorer.score(r)
     assert vote is not None and vote.phase == "skipped", vote
     assert "the terms name none" in vote.note, vote.note
+    # one home for the check (valuation_mode_difference): it was also a branch of the score
+    # window comparison, and the validator's note stated it twice
+    assert vote.note.count("opened a peer round") == 1, vote.note
     assert int(ledger.score_vote(r, node.address)[0], 16) == 0  # no vote lent

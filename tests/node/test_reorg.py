@@ -11,6 +11,9 @@ miner never saw or chose not to include it; on a coordinator's own chain node, a
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,10 @@ import pytest
 from web3 import Web3
 from web3.types import RPCEndpoint
 
-from fedtrail.ledger import read_decline
+from fedtrail.chain import advance_time, block_timestamp
+from fedtrail.ledger import Ledger, commitment, read_decline
 from fedtrail.node.daemon import NodeState, SiteNode
+from fedtrail.node.scoring import SUPERSEDED_NAME
 from fedtrail.protocol.codes import Decline
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
 from tests.fixtures.chain import ChainEnv
@@ -183,6 +188,28 @@ def test_a_decline_dropped_by_a_reorg_is_sent_again_while_the_commit_window_is_o
     assert _declined(world, node) is Decline.WINDOWS
 
 
+def test_a_decline_recorded_before_its_reason_was_kept_is_sent_again_too(
+    declining: World,
+) -> None:
+    """A state.json written before session 62 keeps a decline's reason only in its note (no
+    ``declined`` field): a decline a reorganisation dropped was not sent again, the site read
+    as absent. Its reason is read back from the note."""
+    world = declining
+    node = world.node(0)
+    before = _snapshot(world.env.w3)
+    record = node.participate(world.round)
+    assert record is not None and record.declined == Decline.WINDOWS
+    path = world.folder(0) / "state.json"
+    raw = json.loads(path.read_text())
+    del raw["rounds"][str(world.round)]["declined"]  # as an older node wrote it
+    path.write_text(json.dumps(raw))
+    _reorg(world.env.w3, before)
+    assert world.ledger.get_submission(world.round, node.address) is None
+    again = world.node(0).participate(world.round)
+    assert again is not None and again.declined == Decline.WINDOWS, again
+    assert _declined(world, node) is Decline.WINDOWS, "the dropped decline was not sent again"
+
+
 def test_the_run_loop_sends_a_dropped_decline_again(declining: World) -> None:
     """Through ``node run``'s loop, which before never polled a finished (skipped) record."""
     world = declining
@@ -220,3 +247,188 @@ def test_the_run_loop_sends_a_dropped_reveal_again(world: World) -> None:
 
     assert node.run(on_idle=after_poll) == 1  # one round taken part in, polled three times
     assert seen == [True, True, True], seen
+
+
+@pytest.fixture
+def reopenable(anvil: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Reopenable:
+    """Round 1 opened as :class:`World` opens it, with a snapshot taken just before its
+    ``openRound``: a reorganisation back to it drops the round's opening."""
+    snapshots: list[Any] = []
+    original = Ledger.open_round
+
+    def snapshot_first(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        snapshots.append(_snapshot(self.w3))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "open_round", snapshot_first)
+    world = World(anvil, tmp_path)
+    monkeypatch.setattr(Ledger, "open_round", original)
+    return Reopenable(world, snapshots[-1])
+
+
+class Reopenable:
+    def __init__(self, world: World, before_open: Any) -> None:
+        self.world, self.before_open = world, before_open
+
+    def reopen(self, *, commit_seconds: int = 90, windows: tuple[int, int] | None = None) -> str:
+        """A reorganisation drops round 1's ``openRound`` (and everything after it); the
+        aggregator opens round 1 again under other terms (``commit_seconds``) and, unless
+        ``windows`` says other, the terms' windows. The new round's key."""
+        world = self.world
+        _reorg(world.env.w3, self.before_open)
+        assert world.ledger.current_round() == world.round - 1
+        terms = replace(
+            world.fed.service.round_terms(world.round),
+            commit_seconds=commit_seconds,
+            reveal_seconds=3600,
+        ).to_bytes()
+        commit, reveal = windows or (commit_seconds, 3600)
+        r, _ = world.ledger.open_round(
+            world.env.aggregator,
+            world.store.put(world.global_blob),
+            hashlib.sha256(world.global_blob).hexdigest(),
+            terms_cid=world.store.put(terms),
+            terms_sha256=hashlib.sha256(terms).hexdigest(),
+            commit_seconds=commit,
+            reveal_seconds=reveal,
+        )
+        assert r == world.round
+        return world.ledger.get_round(r).key(world.ledger.address)
+
+
+def _superseded(world: World) -> list[dict[str, Any]]:
+    path = world.folder(0) / SUPERSEDED_NAME
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_round_reopened_under_other_terms_after_a_commit_is_taken_part_in_afresh(
+    reopenable: Reopenable,
+) -> None:
+    """A reorganisation dropped ``openRound`` after this site committed, and the round was
+    opened again under other (acceptable) terms: before, the node's check of its record
+    raised NodeStateError and ``node run`` stopped, so whoever controls the chain could halt
+    every node. Now the record is set aside and the round taken part in as a new one."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    key = reopenable.reopen()
+    assert key != old.opened
+    assert world.ledger.get_submission(world.round, node.address) is None
+    for restart in (False, True):  # the same process, or a restarted node
+        record = (world.node(0) if restart else node).participate(world.round)
+        assert record is not None and record.phase == "committed", record
+        assert record.opened == key
+    assert world.ledger.get_submission(world.round, node.address) is not None
+    (aside,) = _superseded(world)
+    assert aside["superseded_by"] == key and aside["record"]["opened"] == old.opened
+    assert aside["record"]["phase"] == "committed"
+    world.close_commits()
+    done = node.participate(world.round)
+    assert done is not None and done.phase == "revealed", done and done.note
+    saved = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
+    assert (saved.phase, saved.opened) == ("revealed", key)
+
+
+def test_an_old_commitment_that_lands_again_in_the_reopened_round_is_never_revealed(
+    reopenable: Reopenable,
+) -> None:
+    """The commitment this site made under the earlier opening lands again in the new branch
+    (a replayed transaction; it binds site, round, sha256 and samples, not the terms): the
+    update behind it was trained under terms the site did not consent to for this opening, so
+    the node must not reveal it, nor recover it from pending/."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    reopenable.reopen()
+    replayed = commitment(node.address, world.round, old.sha256, old.num_samples)
+    world.ledger.commit_update(world.env.sites[0], world.round, replayed)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert "lost locally" in record.note, record.note
+    assert not list((world.folder(0) / "pending").iterdir())
+    world.close_commits()
+    for restart in (False, True):
+        again = (world.node(0) if restart else node).participate(world.round)
+        assert again is not None and again.phase == "skipped", again
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and not on_chain.revealed, "revealed under terms not consented"
+
+
+def test_a_round_reopened_under_terms_the_site_refuses_is_declined_for_those_terms(
+    reopenable: Reopenable,
+) -> None:
+    """The consent checks run again on the new opening: windows on chain other than the new
+    terms' are declined (``windows``), bound to the new terms' sha256."""
+    world = reopenable.world
+    node = world.node(0)
+    assert node.participate(world.round).phase == "committed"  # type: ignore[union-attr]
+    reopenable.reopen(commit_seconds=60, windows=(45, 3600))
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert record.declined == Decline.WINDOWS
+    assert _declined(world, node) is Decline.WINDOWS
+
+
+def test_a_published_dp_update_is_not_trained_again_when_its_round_is_reopened(
+    reopenable: Reopenable,
+) -> None:
+    """A DP update that left the node (stored or revealed) under the earlier opening: training
+    again would release the same data twice while the chain, its reveal dropped, counts one
+    spend. The reopened round is skipped, nothing sent."""
+    world = reopenable.world
+    node = world.node(0)
+    assert world.full(node).phase == "revealed"
+    path = world.folder(0) / "state.json"
+    state = NodeState.load(path)
+    state.rounds[world.round].epsilon_micro = 250_000  # as a DP-SGD update records it
+    state.save(path)
+    reopenable.reopen()
+    record = world.node(0).participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert "DP update" in record.note and not record.declined
+    assert world.ledger.get_submission(world.round, node.address) is None
+    assert _superseded(world)[0]["record"]["phase"] == "revealed"
+
+
+def test_the_run_loop_notices_a_settled_round_reopened_under_other_terms(
+    reopenable: Reopenable,
+) -> None:
+    """Through ``node run``: a revealed round past its reveal window is settled (not
+    participated again); reopened, the loop must see it at its next poll, not stop on it nor
+    sit it out."""
+    world = reopenable.world
+    node = world.node(0)
+    assert world.full(node).phase == "revealed"
+    deadline = world.ledger.get_round(world.round).reveal_deadline
+    advance_time(world.env.w3, deadline - block_timestamp(world.env.w3) + 5)
+    seen: list[bool | None] = []
+    keys: list[str] = []
+
+    def after_poll() -> None:
+        on_chain = world.ledger.get_submission(world.round, node.address)
+        seen.append(None if on_chain is None else on_chain.revealed)
+        if len(seen) == 1:
+            keys.append(reopenable.reopen())
+        if len(seen) == 2:
+            node.stop_event.set()
+
+    node.run(on_idle=after_poll)
+    assert seen == [True, False], seen  # revealed; then committed under the new opening
+    assert node.state.rounds[world.round].opened == keys[0]
+
+
+def test_a_validator_record_of_a_reopened_round_is_set_aside(world: World) -> None:
+    """scores.json recorded round 1 under an earlier opening of this ledger's round (another
+    deadline): before, the validator raised and ``node run`` stopped."""
+    folder = world.folder(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    earlier = f"{world.ledger.address}/5/{'ab' * 32}"
+    other = {"round": world.round, "phase": "revealed", "opened": earlier}
+    (folder / "scores.json").write_text(json.dumps({"rounds": {str(world.round): other}}))
+    scorer = world.node(0).scorer
+    assert scorer.score(world.round) is None  # not a peer round: nothing to score
+    assert world.round not in scorer.state.rounds
+    (aside,) = _superseded(world)
+    assert aside["scores"]["opened"] == earlier

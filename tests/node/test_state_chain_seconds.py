@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedtrail.node.daemon import NodeState, NodeStateError
+from fedtrail.protocol.codes import Decline
 
 
 def _write(path: Path, value: object) -> None:
@@ -45,4 +46,32 @@ def test_corrupt_declined_refused(tmp_path: Path, value: object) -> None:
 def test_a_record_without_declined_loads_as_none_declared(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     _write(path, 0)  # a record written before the field
+    assert NodeState.load(path).rounds[1].declined == 0
+
+
+@pytest.mark.parametrize(
+    ("note", "code"),
+    [
+        ("the round's windows ... [declined on chain (windows) in tx ab12]", Decline.WINDOWS),
+        (
+            "declined on chain (cap below data) before this node's record of it was saved; "
+            "nothing to do",
+            Decline.CAP_BELOW_DATA,
+        ),
+        ("... [not declared on chain: the commit window is closed]", 0),
+        ("... [declined on chain (no such reason) in tx ab12]", 0),
+        ("committed, but the committed update is lost locally", 0),
+    ],
+)
+def test_a_decline_recorded_before_the_field_takes_its_reason_from_the_note(
+    tmp_path: Path, note: str, code: int
+) -> None:
+    """A decline written before session 62 has no ``declined``: its reason, the one the site
+    signed, is in the note, so a decline a reorganisation drops is committed again too."""
+    path = tmp_path / "state.json"
+    record = {"round": 1, "phase": "skipped", "note": note}
+    path.write_text(json.dumps({"rounds": {"1": record}}), encoding="utf-8")
+    assert NodeState.load(path).rounds[1].declined == code
+    # a record that has the field keeps what it says
+    path.write_text(json.dumps({"rounds": {"1": {**record, "declined": 0}}}), encoding="utf-8")
     assert NodeState.load(path).rounds[1].declined == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,43 @@ def test_verify_fails_a_log_whose_names_or_counts_contradict_the_chain(tmp_path:
     assert not check.passed and not audit.passed
     assert "name 'Trusted Reference Hospital'" in check.detail
     assert "num_samples 1000000000" in check.detail
+
+
+def test_audit_log_cuts_the_chains_log_cid_in_its_header(
+    fed: Fed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract bounds no ``string``: the aggregator chooses the log CID every auditor's
+    ``audit log`` prints in its header. It was printed whole (200,000 characters here); now cut
+    as ``audit round`` cuts every chain CID (``fedtrail.protocol.cids.bounded``)."""
+    import fedtrail.auditor.commands as commands
+    from fedtrail.protocol.cids import bounded
+
+    long = "Q" * 200_000
+    real = fed.ledger.get_round(1)
+
+    class _Ledger:
+        """The fixture's ledger, round 1's log under a 200,000-character CID."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fed.ledger, name)
+
+        def get_round(self, round_id: int) -> Any:
+            info = fed.ledger.get_round(round_id)
+            return replace(info, log_cid=long) if round_id == 1 else info
+
+    class _Store:
+        """The fixture's store, which serves the log's bytes under that CID too."""
+
+        def get(self, cid: str, sha256: str, **kwargs: Any) -> bytes:
+            return fed.store.get(real.log_cid if cid == long else cid, sha256, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fed.store, name)
+
+    monkeypatch.setattr(commands, "_open", lambda *_: _Ledger())
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_, **__: _Store())
+    result = _audit_log(fed, 1)
+    assert result.exit_code == 0, result.output
+    head = result.stdout.splitlines()[0]
+    assert head.startswith(f"log {bounded(long)}: bytes match the sha256 on chain"), head[:300]
+    assert "(200,000 characters)" in head and len(result.stdout) < 20_000, len(result.stdout)
