@@ -585,6 +585,8 @@ class SiteNode:
         (state.json of another federation in this folder): by its :attr:`RoundRecord.opened`,
         or for an older record without one, a reveal it records that the chain does not hold."""
         key = info.key(self.ledger.address)
+        if self._opened.get(round_id, key) != key:
+            self.scorer.forget(round_id)  # a145: the round was opened again under this process
         self._opened[round_id] = key
         if record is None:
             return None
@@ -592,7 +594,7 @@ class SiteNode:
             if record.opened == key:
                 return record
             if record.opened.split("/", 1)[0] == self.ledger.address:
-                return self._reopened(round_id, record, key)
+                return self._reopened(round_id, record, key, still_open=info.phase == Phase.OPEN)
             theirs = f"of another ledger ({record.opened}; this ledger's is {key})"
         elif record.phase in ("revealed", "submitted") and (
             on_chain is None or not on_chain.revealed or on_chain.sha256 != record.sha256
@@ -607,19 +609,23 @@ class SiteNode:
             "federation is gone for good"
         )
 
-    def _reopened(self, round_id: int, record: RoundRecord, key: str) -> RoundRecord | None:
+    def _reopened(
+        self, round_id: int, record: RoundRecord, key: str, *, still_open: bool
+    ) -> RoundRecord | None:
         """Sets aside ``record``, made under an earlier opening of round ``round_id`` of this
         ledger (its key, :attr:`RoundRecord.opened`, is not ``key``): the record goes to
         :data:`SUPERSEDED_NAME` and the round's pending update and residual are deleted, so
         nothing trained, committed or consented to under the earlier terms is ever committed,
         revealed or declined under these (a commitment of the old update that lands again in
         the new branch is then "committed, but lost locally", never revealed). None: the round
-        is taken as new, every check before training runs on its terms again. A record whose
-        update carried differential privacy and had left the node (``stored``/``revealed``:
-        the blob on the store, perhaps fetched) gives a ``skipped`` record instead: training
-        again would publish a second DP release of the same data for the round while the
-        chain, having dropped the reveal, no longer counts the first (not declared on chain:
-        no decline reason says it). Before, such a record made the node raise
+        is taken as new, every check before training runs on its terms again. A ``skipped``
+        record is put in its place instead (not declared on chain: no decline reason says it)
+        when the update had left the node (``stored``/``revealed``: its bytes public, perhaps
+        fetched): training is seeded, so training again would commit the same bytes, which
+        anyone could have committed first in the new opening (the duplicate rule, by commit
+        order, would make this site the copy), and a DP update's second release would be one
+        the chain no longer counts (h-316's a142); and when the round is no longer open
+        (``still_open`` false: nothing can be sent). Before, such a record made the node raise
         :class:`NodeStateError` and stop: whoever controls the chain could halt every node by
         reopening a round."""
         self._settled.discard(round_id)
@@ -632,15 +638,21 @@ class SiteNode:
         before = path.read_bytes() if path.exists() else b""
         atomic_write(path, before + line.encode("utf-8"))
         published = record.phase in ("stored", "revealed", "submitted")
-        kept: RoundRecord | None = None
-        if published and record.epsilon_micro:
-            kept = RoundRecord(round=round_id, phase="skipped", opened=key)
-            kept.note = (
-                f"round {round_id} was opened again under other terms or deadlines after this "
-                f"site's DP update of its earlier opening left the node ({record.phase}, "
-                f"{record.epsilon_micro} micro-epsilon): not training again, which would "
-                "release the same data twice while the chain counts once"
+        was = f"round {round_id} was opened again under other terms or deadlines"
+        note = ""
+        if published:
+            note = (
+                f"{was} after this site's update of its earlier opening left the node "
+                f"({record.phase}): not committed again (a copy of it may be committed first "
+                "in the new opening) nor trained again (seeded training gives the same bytes; "
+                "a second release of this site's data for the round)"
             )
+        elif not still_open:
+            note = f"{was} and closed before this node saw it: nothing can be sent"
+        kept: RoundRecord | None = None
+        if note:
+            kept = RoundRecord(round=round_id, phase="skipped", opened=key)
+            kept.note = note
             self.state.rounds[round_id] = kept
         else:
             del self.state.rounds[round_id]

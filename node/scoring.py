@@ -214,7 +214,9 @@ class PeerScorer:
                 rec.opened = key
         self.state.save(self.path)
 
-    def _check_opened(self, round_id: int, record: ScoreRecord | None) -> ScoreRecord | None:
+    def _check_opened(
+        self, round_id: int, record: ScoreRecord | None, info: RoundInfo | None = None
+    ) -> ScoreRecord | None:
         """The record to go on with for ``round_id`` (checked at each call with a record, once
         per round without): ``record``, or
         None when it was made under an earlier opening of this ledger's round (other terms or
@@ -223,10 +225,14 @@ class PeerScorer:
         earlier opening's updates: never committed or revealed again), and the round is scored
         as a new one (a score commitment of the old vector that lands again in the new branch
         is then "committed, but the scored vector is lost", never revealed). Before, such a
-        record stopped the node. A record of another ledger is refused."""
-        if record is None and round_id in self._opened:
-            return None
-        key = self.ledger.get_round(round_id).key(self.ledger.address)
+        record stopped the node. A record of another ledger is refused. ``info``: the round as
+        the caller read it now (its key replaces the one kept: a143, a record made after the
+        round was opened again is stamped with the opening it was made in)."""
+        if info is None:
+            if record is None and round_id in self._opened:
+                return None
+            info = self.ledger.get_round(round_id)
+        key = info.key(self.ledger.address)
         self._opened[round_id] = key
         if record is None or not record.opened or record.opened == key:
             return record
@@ -256,6 +262,14 @@ class PeerScorer:
 
     def _step(self, name: str) -> None:
         self._at_step(name)
+
+    def forget(self, round_id: int) -> None:
+        """Drops what this validator keeps of ``round_id``'s opening (whether it is a peer
+        round, its key): the site's node saw the chain open the round again (a145: before, a
+        round reopened as a peer round read as an aggregator round for the life of the
+        process, and this validator lent it no vote)."""
+        self._peer.pop(round_id, None)
+        self._opened.pop(round_id, None)
 
     def is_peer_round(self, round_id: int) -> bool:
         if round_id not in self._peer:
@@ -309,8 +323,8 @@ class PeerScorer:
             return record
         if not self.is_peer_round(round_id):
             return None
-        self._check_opened(round_id, None)
         info = self.ledger.get_round(round_id)
+        record = self._check_opened(round_id, record, info)  # a143: the opening as read now
         if info.phase != Phase.OPEN:
             if record is not None:
                 return self._skip(round_id, record, f"round {info.phase.label} before our reveal")

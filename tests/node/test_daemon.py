@@ -322,11 +322,13 @@ def test_a_state_file_of_another_ledger_is_refused_not_taken_for_its_rounds(
         new.node(0).run(once=True)
     assert new.ledger.get_submission(new.round, new.env.sites[0].address) is None
     # the same address (a chain restarted and redeployed), the round's deadline differs: read
-    # as the round opened again (a reorganisation looks the same), the record is set aside and
-    # the round taken part in as a new one (test_reorg.py; before, NodeStateError)
+    # as the round opened again (a reorganisation looks the same), the record is set aside and,
+    # its update public since its reveal, the round sat out under the new opening, noted
+    # (test_reorg.py, test_reopened_round.py; before, NodeStateError)
     state.write_text(text)
     record = new.node(0).participate(new.round)
-    assert record is not None and record.phase == "committed", record
+    assert record is not None and record.phase == "skipped", record
+    assert "not committed again" in record.note, record.note
     assert record.opened == new.ledger.get_round(new.round).key(new.ledger.address)
     assert opened in (tmp_path / "nodes" / "site-0" / "superseded.jsonl").read_text()
 

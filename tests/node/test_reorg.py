@@ -376,7 +376,8 @@ def test_a_published_dp_update_is_not_trained_again_when_its_round_is_reopened(
 ) -> None:
     """A DP update that left the node (stored or revealed) under the earlier opening: training
     again would release the same data twice while the chain, its reveal dropped, counts one
-    spend. The reopened round is skipped, nothing sent."""
+    spend (and seeded training would give the same bytes, which anyone could have committed
+    first, h-316's a142). The reopened round is skipped, nothing sent."""
     world = reopenable.world
     node = world.node(0)
     assert world.full(node).phase == "revealed"
@@ -387,7 +388,7 @@ def test_a_published_dp_update_is_not_trained_again_when_its_round_is_reopened(
     reopenable.reopen()
     record = world.node(0).participate(world.round)
     assert record is not None and record.phase == "skipped", record
-    assert "DP update" in record.note and not record.declined
+    assert "nor trained again" in record.note and not record.declined
     assert world.ledger.get_submission(world.round, node.address) is None
     assert _superseded(world)[0]["record"]["phase"] == "revealed"
 
@@ -396,8 +397,10 @@ def test_the_run_loop_notices_a_settled_round_reopened_under_other_terms(
     reopenable: Reopenable,
 ) -> None:
     """Through ``node run``: a revealed round past its reveal window is settled (not
-    participated again); reopened, the loop must see it at its next poll, not stop on it nor
-    sit it out."""
+    participated again); reopened, the loop must see it at its next poll and not stop on it:
+    the update is public since its reveal, so the round is sat out under the new opening,
+    noted (a142: committing it again could make the site a copy of whoever committed it
+    first; seeded training would give the same bytes)."""
     world = reopenable.world
     node = world.node(0)
     assert world.full(node).phase == "revealed"
@@ -415,8 +418,10 @@ def test_the_run_loop_notices_a_settled_round_reopened_under_other_terms(
             node.stop_event.set()
 
     node.run(on_idle=after_poll)
-    assert seen == [True, False], seen  # revealed; then committed under the new opening
-    assert node.state.rounds[world.round].opened == keys[0]
+    assert seen == [True, None], seen  # revealed; then nothing sent under the new opening
+    record = node.state.rounds[world.round]
+    assert record.opened == keys[0] and record.phase == "skipped", record
+    assert "not committed again" in record.note, record.note
 
 
 def test_a_validator_record_of_a_reopened_round_is_set_aside(world: World) -> None:
