@@ -340,7 +340,9 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     "76, a 100-site round in seconds; none: Monte-Carlo at every size, minutes a round at 100 "
     "sites; budget_shapley2: the budget game sampled toward small coalitions, which does not "
     "pay an update good alone and harmful in every coalition (attack a141), about twice the "
-    "evaluations from 76 updates; linear_shapley: first-order, cheaper still, weaker against "
+    "evaluations from 76 updates; budget_shapley3: budget_shapley2 below 76 updates, from 76 "
+    "each update alone and in two pairs with the larger coalitions fitted from the slopes, a "
+    "loss metric only; linear_shapley: first-order, cheaper still, weaker against "
     "oversized updates). A "
     "ledger keeps its round 1's game unless this is given.",
 )

@@ -76,9 +76,11 @@ from fedtrail.valuation.loo import leave_one_out
 from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
 from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
+    BUDGET3_FIT_SITES,
     LARGE_GAME_SITES,
     budget_shapley,
     budget_shapley2,
+    budget_shapley3,
     exact_shapley,
     linear_shapley,
     mc_shapley,
@@ -145,8 +147,22 @@ def _budget2(utility: CoalitionUtility, seed: int) -> GameValues:
     return budget_shapley2(utility.players, utility, seed=seed)
 
 
+def _budget3(utility: CoalitionUtility, seed: int) -> GameValues:
+    players = utility.players
+    if len(players) < BUDGET3_FIT_SITES:
+        return budget_shapley3(players, utility, seed=seed)
+    _, slopes = utility.linearised()
+    samples = {p: utility.samples(p) for p in players}
+    return budget_shapley3(players, utility, seed=seed, samples=samples, slopes=slopes)
+
+
 LARGE_GAMES: Final[Mapping[str, Callable[[CoalitionUtility, int], GameValues]]] = MappingProxyType(
-    {"linear_shapley": _linear, "budget_shapley": _budget, "budget_shapley2": _budget2}
+    {
+        "linear_shapley": _linear,
+        "budget_shapley": _budget,
+        "budget_shapley2": _budget2,
+        "budget_shapley3": _budget3,
+    }
 )
 """A round's ``large_game`` setting -> the game played instead of ``"mc_shapley"`` when more
 than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates pass the screening (None, as
@@ -156,10 +172,13 @@ in every log written before it existed: ``"mc_shapley"`` at every size). Those o
 12 players, stratified by coalition size above); ``"linear_shapley"``: the first-order game,
 cheaper, weaker against an oversized update; ``"budget_shapley2"`` (opt-in): the budget game
 sampled toward the small coalitions (attack a141: an update good alone and harmful in every
-coalition, which ``"budget_shapley"`` pays from 22 players on, is not paid)."""
+coalition, which ``"budget_shapley"`` pays from 22 players on, is not paid);
+``"budget_shapley3"`` (opt-in): ``"budget_shapley2"`` below 76 players, from 76 each update
+alone and in two pairs with the larger coalitions fitted from the slopes at the grand coalition
+(so it needs a loss metric, :data:`NEEDS_GRADIENT`)."""
 
 
-NEEDS_GRADIENT: Final = frozenset({"linear_shapley"})
+NEEDS_GRADIENT: Final = frozenset({"linear_shapley", "budget_shapley3"})
 """The large games that need the utility's gradient, so a loss metric (not the AUC)."""
 
 

@@ -32,6 +32,10 @@ and ``v(empty)`` the global model's. A site's Shapley value is its average margi
   :func:`mc_shapley` without truncation up to 12 players, above that
   :func:`inverse_stratified_shapley` — sizes sampled toward the small ones (0, 1, 2, 4, ...
   and ``n - 1`` up to 75 players, 0 and 1 above), interpolated in ``1 / (m + 1)``.
+* :func:`budget_shapley3` (opt-in: ``--large-game budget_shapley3``): :func:`budget_shapley2`
+  below 76 players, from 76 :func:`fitted_pair_shapley` — each update alone and with its two
+  neighbours on a circle, the larger coalitions' marginals fitted to second order in the
+  update's share from the slopes at the grand coalition and the pair marginals.
 
 All take any utility (``Callable[[frozenset[str]], float]``) and cache it, so games can be
 tested without models; all report the number of utility evaluations.
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -53,6 +57,7 @@ from fedtrail.valuation.utility import CachedUtility, GameValues
 __all__ = [
     "AUTO_EXACT_SITES",
     "BUDGET2_LEAVE_OUT_SITES",
+    "BUDGET3_FIT_SITES",
     "BUDGET_CYCLES",
     "BUDGET_EVALUATIONS",
     "BUDGET_EXACT_SITES",
@@ -62,7 +67,9 @@ __all__ = [
     "MAX_EXACT_SITES",
     "budget_shapley",
     "budget_shapley2",
+    "budget_shapley3",
     "exact_shapley",
+    "fitted_pair_shapley",
     "inverse_stratified_shapley",
     "linear_shapley",
     "mc_shapley",
@@ -563,4 +570,115 @@ def linear_shapley(
         v_empty=v_empty,
         v_full=v_full,
         permutations=total,
+    )
+
+
+BUDGET3_FIT_SITES = 76
+"""From this many players :func:`budget_shapley3` plays :func:`fitted_pair_shapley`; below it
+is :func:`budget_shapley2` (whose sampled sizes include ``n - 1`` up to 75 players)."""
+
+
+def budget_shapley3(
+    players: Sequence[str],
+    utility: Utility,
+    *,
+    seed: int = 0,
+    samples: Mapping[str, int] | None = None,
+    slopes: Mapping[str, float] | None = None,
+) -> GameValues:
+    """Shapley values within a fixed evaluation budget, the small coalitions measured and the
+    large ones fitted (the ``"budget_shapley3"`` large game, opt-in; attack a141 and issue 18's
+    100-site ranking). Below :data:`BUDGET3_FIT_SITES` players it is :func:`budget_shapley2`
+    (its values, named ``"budget_shapley3"``); from there :func:`fitted_pair_shapley`, which
+    needs each player's ``samples`` (its FedAvg weight) and ``slopes`` (the utility's gradient
+    at the grand coalition dotted with its update,
+    :meth:`~fedtrail.valuation.utility.CoalitionUtility.linearised`). Deterministic for the
+    seed, players, utilities and slopes; bounded by the settings (``2 n + 2`` evaluations and
+    the one gradient pass from 76 players)."""
+    ps = _players(players)
+    if len(ps) < BUDGET3_FIT_SITES:
+        return replace(budget_shapley2(ps, utility, seed=seed), method="budget_shapley3")
+    if samples is None or slopes is None:
+        raise ConfigError(
+            f"budget_shapley3 at {len(ps)} players needs each player's sample count and slope"
+        )
+    return fitted_pair_shapley(ps, utility, seed=seed, samples=samples, slopes=slopes)
+
+
+def fitted_pair_shapley(
+    players: Sequence[str],
+    utility: Utility,
+    *,
+    seed: int = 0,
+    samples: Mapping[str, int],
+    slopes: Mapping[str, float],
+) -> GameValues:
+    """:func:`budget_shapley3`'s game from :data:`BUDGET3_FIT_SITES` players, at any number of
+    players (at least 3).
+
+    A player's Shapley value is ``(1 / n)`` times the sum over the sizes ``m = 0 .. n - 1`` of
+    its mean marginal at size ``m``. In a FedAvg coalition game player ``i`` joins a coalition
+    of ``m`` others with the share ``f = n_i / (n_i + M)`` of its samples (``M`` theirs), and to
+    second order its marginal is ``A_i f + B_i f^2``: ``A_i`` the utility's slope along its update
+    against the coalition's, ``B_i`` the curvature (harm an update does only in small
+    coalitions, as attack a141's, lives there). This game measures the size 0 (each update
+    alone, exact) and the size 1 (each update with its two neighbours on a circle drawn from
+    ``numpy.random.default_rng(seed)``, the circle :func:`budget_shapley2` draws), takes ``A_i``
+    from the slopes at the grand coalition (``s_i`` minus the sample-weighted mean of the
+    others'; ``v(N) - v(N - i)`` is ``A_i`` times ``i``'s share to first order: on the 100
+    label-skewed bench sites the slopes rank them as the leave-one-out marginals do), fits
+    ``B_i`` to the two pair marginals by least squares (``marginal - A_i f = B_i f^2``), and sums
+    ``A_i f + B_i f^2`` over the sizes 1 to ``n - 1`` with ``f = n_i / (n_i + m * the others'
+    mean count)``. Two label-skewed partners make ``B_i`` noisy, and paying that noise ranks
+    honest sites less like Monte-Carlo, so ``B_i`` above the round's median ``B`` counts as the
+    median: curvature that helps is credited as the typical update's, curvature that harms (a
+    harm that shows in small coalitions) in full. The values are therefore never above those of
+    the fitted model with every ``B_i``."""
+    opened = _open_game(players, utility, "budget_shapley3")
+    if isinstance(opened, GameValues):
+        return opened
+    ps, u, v0, v_full = opened
+    n = len(ps)
+    if n < 3:
+        raise ConfigError(f"fitted_pair_shapley needs at least 3 players, got {n}")
+    for p in ps:
+        k, s = samples.get(p), slopes.get(p)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"player {p!r} needs a positive integer sample count, got {k!r}")
+        if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
+            raise ConfigError(f"player {p!r} needs a finite slope, got {s!r}")
+    count = [samples[p] for p in ps]
+    total = sum(count)
+    mass = math.fsum(samples[p] * float(slopes[p]) for p in ps)
+    circle = np.random.default_rng(seed).permutation(n).tolist()
+    alone = [u(frozenset([p])) - v0 for p in ps]
+    slope_term = [0.0] * n
+    curvature = [0.0] * n
+    for pos in range(n):
+        i = circle[pos]
+        a = float(slopes[ps[i]]) - (mass - count[i] * float(slopes[ps[i]])) / (total - count[i])
+        fits: list[float] = []  # f^2 * residual, then f^4, for each neighbour
+        for j in (circle[(pos + 1) % n], circle[(pos - 1) % n]):
+            f = count[i] / (count[i] + count[j])
+            marginal = u(frozenset([ps[i], ps[j]])) - u(frozenset([ps[j]]))
+            fits += [f * f * (marginal - a * f), f**4]
+        slope_term[i] = a
+        # least squares of marginal - a f = B f^2 over the two neighbours
+        curvature[i] = (fits[0] + fits[2]) / (fits[1] + fits[3])
+    ranked = sorted(curvature)
+    median = (ranked[(n - 1) // 2] + ranked[n // 2]) / 2
+    values: dict[str, float] = {}
+    for i, p in enumerate(ps):
+        others = (total - count[i]) / (n - 1)
+        shares = [count[i] / (count[i] + m * others) for m in range(1, n)]
+        b = min(curvature[i], median)
+        tail = math.fsum(slope_term[i] * f + b * f * f for f in shares)
+        values[p] = (alone[i] + tail) / n
+    return GameValues(
+        values=values,
+        method="budget_shapley3",
+        evaluations=u.evaluations,
+        v_empty=v0,
+        v_full=v_full,
+        permutations=0,
     )

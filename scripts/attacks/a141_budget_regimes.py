@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument(
         "--game",
         default="budget_shapley",
-        choices=("budget_shapley", "budget_shapley2"),
+        choices=("budget_shapley", "budget_shapley2", "budget_shapley3"),
         help="the large game attacked (budget_shapley2: h-308's fix)",
     )
     parser.add_argument(

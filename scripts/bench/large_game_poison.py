@@ -14,7 +14,8 @@ stop the x40 first: what the game itself makes of an oversized update that point
 wreck the small coalitions it joins. Prints each poisoner's value, rank and share of the positive
 values (what a round scored in proportion to the values would pay it, before any screen), the
 honest updates with a value <= 0, the evaluations and seconds, and, when ``budget_shapley`` (or
-``budget_shapley2``) and ``mc_shapley`` are played, Spearman between them over the honest updates
+``budget_shapley2``, ``budget_shapley3``) and ``mc_shapley`` are played, Spearman between them
+over the honest updates
 and exits 1 where a budget game pays a poisoner (value > 0) that Monte-Carlo values at or below 0
 (the property it is to keep).
 
@@ -269,7 +270,7 @@ def main() -> int:
         print(f"  honest updates scored 0: {zeroed} of {len(report.sites) - len(bad)}")
     print(f"load average after: {os.getloadavg()}")
     failed = False
-    for name in ("budget_shapley", "budget_shapley2"):
+    for name in ("budget_shapley", "budget_shapley2", "budget_shapley3"):
         if name not in played or "mc_shapley" not in played:
             continue
         budget, mc = played[name], played["mc_shapley"]

@@ -10,6 +10,7 @@ import math
 from importlib import resources
 
 import click
+import numpy as np
 import pytest
 
 from fedtrail.aggregator.commands import aggregator
@@ -28,6 +29,7 @@ from fedtrail.valuation import (
     ValuationContext,
     budget_shapley,
     budget_shapley2,
+    budget_shapley3,
     exact_shapley,
     mc_shapley,
     value_round,
@@ -35,6 +37,7 @@ from fedtrail.valuation import (
 from fedtrail.valuation.limits import ThresholdLimits
 from fedtrail.valuation.round import check_game
 from fedtrail.valuation.shapley import (
+    BUDGET3_FIT_SITES,
     BUDGET_CYCLES,
     BUDGET_EVALUATIONS,
     BUDGET_EXACT_SITES,
@@ -403,3 +406,67 @@ def test_budget_shapley2_is_a_recorded_setting_sites_accept_by_default() -> None
     old = ThresholdLimits(methods=("shapley", "mc_shapley", "budget_shapley"))
     [breach] = old.payment_breaches(AggregationRule(), settings)
     assert "'budget_shapley2'" in breach
+
+
+def _fit_inputs(players: list[str]) -> tuple[dict[str, int], dict[str, float]]:
+    """Seeded sample counts (5-60) and slopes for ``budget_shapley3``."""
+    rng = np.random.default_rng(3)
+    counts = {p: int(k) for p, k in zip(players, rng.integers(5, 61, len(players)), strict=True)}
+    slopes = {p: float(x) for p, x in zip(players, rng.normal(0, 1e-3, len(players)), strict=True)}
+    return counts, slopes
+
+
+@pytest.mark.parametrize("n", [5, 12, 13, 75, 76, 100, 150])
+def test_budget_shapley3_is_bounded_and_deterministic(n: int) -> None:
+    """``budget_shapley3`` (h-313) is ``budget_shapley2`` (its values, its own name) below
+    BUDGET3_FIT_SITES players and ``2 n + 2`` evaluations from there (each update alone and in a
+    pair); the same for a seed, others for another seed."""
+    ps = _players(n)
+    counts, slopes = _fit_inputs(ps)
+    game = budget_shapley3(ps, _noisy, seed=5, samples=counts, slopes=slopes)
+    assert game.method == "budget_shapley3"
+    assert game.evaluations <= max(n, 2 * BUDGET_EVALUATIONS) + 2
+    if n < BUDGET3_FIT_SITES:
+        assert game.values == budget_shapley2(ps, _noisy, seed=5).values
+    else:
+        assert game.evaluations == 2 * n + 2
+    assert budget_shapley3(ps, _noisy, seed=5, samples=counts, slopes=slopes) == game
+    assert budget_shapley3(ps, _noisy, seed=6, samples=counts, slopes=slopes).values != game.values
+
+
+def test_budget_shapley3_needs_counts_and_slopes_from_76_players() -> None:
+    ps = _players(BUDGET3_FIT_SITES)
+    counts, slopes = _fit_inputs(ps)
+    with pytest.raises(ConfigError, match="sample count and slope"):
+        budget_shapley3(ps, _noisy, seed=1)
+    with pytest.raises(ConfigError, match="finite slope"):
+        budget_shapley3(ps, _noisy, seed=1, samples=counts, slopes={**slopes, ps[3]: math.nan})
+    with pytest.raises(ConfigError, match="positive integer sample count"):
+        budget_shapley3(ps, _noisy, seed=1, samples={**counts, ps[0]: 0}, slopes=slopes)
+
+
+def test_a_large_round_plays_budget_shapley3_when_named() -> None:
+    """``large_game="budget_shapley3"`` is played above LARGE_GAME_SITES screened updates (from
+    76 with the slopes of ``CoalitionUtility.linearised``: 2 n + 2 evaluations), replayable from
+    the name, a registered choice that needs a loss metric, accepted by default."""
+    rs = real_sites()
+    common = {
+        "global_state": rs.global_state,
+        "spec": SPEC,
+        "validation": rs.validation,
+        "method": "shapley",
+        "metric": "balanced_loss",
+        "seed": 1,
+    }
+    many = _many(BUDGET3_FIT_SITES)
+    big = value_round(candidates=many, large_game="budget_shapley3", **common)  # type: ignore[arg-type]
+    assert big.method == "budget_shapley3"
+    assert big.evaluations == 2 * BUDGET3_FIT_SITES + 2
+    assert value_round(candidates=many, large_game="budget_shapley3", **common) == big  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="loss metric"):
+        check_game(method="mc_shapley", metric="auc", large_game="budget_shapley3")
+    settings = ValuationSettings(
+        method="mc_shapley", metric="balanced_loss", large_game="budget_shapley3", standing=True
+    )
+    assert ValuationSettings.from_json(settings.to_json()).large_game == "budget_shapley3"
+    assert ThresholdLimits().payment_breaches(AggregationRule(), settings) == []
