@@ -351,6 +351,11 @@ class SimConfig:
     in a large federation); None: every site."""
     validation_shards: ValShards = "dirichlet"
     """Peer mode: how the val split is shared out among the sites (:func:`validation_shards`)."""
+    validator_min_class: int = 1
+    """Peer mode, an experiment (not a product rule; ``VALIDATOR_MIN_CLASS`` of ``accuracy.py``):
+    a validator whose shard holds fewer than this many images of one of the split's classes
+    abstains, as one whose shard holds one class does (:class:`fedtrail.valuation.UnfitValidation`);
+    1: the product's rule (a class absent from the shard only)."""
     statistics: str = AggregationRule.statistics
     """How the aggregate combines running statistics (:attr:`AggregationRule.statistics`)."""
     server_momentum: float = 0.0
@@ -1054,6 +1059,11 @@ def _windowed(past: list[Delta], delta: Delta, config: SimConfig) -> Delta:
     return {k: torch.stack([p[k] for p in past]).sum(dim=0) / div for k in delta}
 
 
+def _fewest(shard: ImageDataset, classes: int) -> int:
+    """The fewest images ``shard`` holds of one of the ``classes`` classes (0: one absent)."""
+    return int(np.bincount(np.asarray(shard.labels), minlength=classes).min())
+
+
 class _Peers:
     """The validators of a peer-mode run: their validation shards, their own histories and
     the last round's vectors, their on-chain reputations (``(reputation, rated rounds)``)."""
@@ -1061,6 +1071,7 @@ class _Peers:
     def __init__(self, config: SimConfig, val: ImageDataset, train: ImageDataset) -> None:
         self.config = config
         self.shards = validation_shards(val, config, train)
+        self.classes = int(np.unique(np.asarray(val.labels)).size)
         self.addresses = [peer_address(i) for i in range(config.sites)]
         self.histories: list[History] = [History() for _ in range(config.sites)]
         self.vectors: dict[int, PeerVector] = {}
@@ -1102,6 +1113,11 @@ class _Peers:
         committee = range(config.sites) if config.validators is None else sorted(config.validators)
         for v in committee:
             if len(self.shards[v]) == 0:  # a proportional share of a tiny site: nothing held out
+                record.abstained.append(names[v])
+                continue
+            if config.validator_min_class > 1 and _fewest(self.shards[v], self.classes) < (
+                config.validator_min_class
+            ):  # the experiment's abstention (SimConfig.validator_min_class)
                 record.abstained.append(names[v])
                 continue
             t0, c0 = time.perf_counter(), time.process_time()

@@ -67,7 +67,9 @@ skip the free-rider screen, the aggregator runs it once a round); ``--no-public-
 validator screens, the mode before. ``JURY_RULE=high|low|true|cos`` in the environment (an
 experiment, as in ``peer_validators.py``): every peer jury scored with that median
 (``scripts/bench/jury_rules.py``; recorded as the settings' ``jury_rule``); unset, the
-product's high median.
+product's high median. ``VALIDATOR_MIN_CLASS=K`` (an experiment): a validator whose val
+shard holds fewer than K images of a class abstains (recorded as the settings'
+``validator_min_class``); unset, the product's rule (a one-class shard abstains).
 
 It then checks issue 12's bars that its runs decide (:func:`issue12_bars`; with ``--render`` of
 several runs, over all of them) and exits 1 when one is missed.
@@ -1416,6 +1418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         jury_rules.install(jury_rule)
         print(f"EXPERIMENT: every peer jury scored with the {jury_rule!r} median")
+    min_class = int(os.environ.get("VALIDATOR_MIN_CLASS") or 1)
+    if min_class > 1:
+        print(f"EXPERIMENT: a validator with fewer than {min_class} images of a class abstains")
     torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
     scenario_keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
@@ -1537,6 +1542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 valuation_rule=args.valuation_rule,
                 project_shift=args.project_shift,
                 public_screen=args.public_screen,
+                validator_min_class=min_class,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1601,6 +1607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "zeroed_out": args.zeroed_out,
             "valuation_rule": args.valuation_rule,
             "jury_rule": jury_rule,
+            "validator_min_class": min_class,
             "delta_clip": args.delta_clip,
             "clip_game": args.clip_game if args.delta_clip is not None else None,
             "clip_rounds": args.clip_rounds if args.delta_clip is not None else None,

@@ -17,6 +17,8 @@ median of its peers' scores (:func:`fedtrail.protocol.peers.peer_outcome`, the c
 weights are ``onchain_weights``, aggregation the product's weighted rule.
 ``JURY_RULE=high|low|true|cos`` in the environment (an experiment, attack a27): every jury
 scored with that rule (``scripts/bench/jury_rules.py``) in both runs of every case.
+``VALIDATOR_MIN_CLASS=K`` (an experiment): a validator whose val shard holds fewer than K
+images of a class abstains, in both runs of every case (unset: the product's rule).
 
 Cases (``--cases``; the adversaries are the last sites, they still train and send honest
 updates):
@@ -109,6 +111,12 @@ if os.environ.get("JURY_RULE"):
 
     jury_rules.install(os.environ["JURY_RULE"])
     print(f"EXPERIMENT: every jury scored with the {os.environ['JURY_RULE']!r} median")
+
+MIN_CLASS = int(os.environ.get("VALIDATOR_MIN_CLASS") or 1)
+"""An experiment (``_sim.SimConfig.validator_min_class``): a validator whose val shard holds
+fewer than this many images of a class abstains; 1, unset: the product's rule."""
+if MIN_CLASS > 1:
+    print(f"EXPERIMENT: a validator with fewer than {MIN_CLASS} images of a class abstains")
 
 WEIGHT_BAR = 0.05
 """Largest allowed move of an honest site's weight (issue 14)."""
@@ -233,6 +241,7 @@ def run_cases(
                 validator_game=validator_game,
                 compression=compression,
                 public_screen=public_screen,
+                validator_min_class=MIN_CLASS,
             )
             if (case.sites, seed) not in clean_runs:
                 clean_runs[case.sites, seed] = _sim.run_method("valuation", base, splits)

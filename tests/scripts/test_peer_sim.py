@@ -156,6 +156,24 @@ def test_colluders_zero_only_their_target_in_their_vectors(
     assert rec.scores[2] > 0  # two of five cannot zero it: the median of its four peers
 
 
+def test_the_min_class_experiment_silences_exactly_the_validators_short_of_a_class(
+    tiny: Splits, honest: _sim.SimResult
+) -> None:
+    """``validator_min_class`` (the benches' ``VALIDATOR_MIN_CLASS``): a validator whose shard
+    holds fewer than K images of a class abstains; the others vote as without it."""
+    shards = _sim.validation_shards(tiny.val, _config())
+    fewest = {
+        f"site-{i:02d}": int(np.bincount(s.labels, minlength=2).min()) for i, s in enumerate(shards)
+    }
+    k = sorted(set(fewest.values()))[1]  # above the smallest: some validators, not all, fall short
+    short = {name for name, n in fewest.items() if n < k}
+    assert short and len(short) < 5
+    res = _sim.run_method("valuation", _config(validator_min_class=k), tiny)
+    (rec,), (clean,) = res.rounds, honest.rounds
+    assert set(rec.abstained) == short and not clean.abstained
+    assert rec.votes == {name: v for name, v in clean.votes.items() if name not in short}
+
+
 def test_peer_mode_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="valuation_mode"):
         _config(valuation_mode="committee")
