@@ -353,13 +353,22 @@ def explained_run(rounds: int, per_class: int) -> tuple[Any, Any]:
     return res["fed"], res["store"]
 
 
-def read_independently(fed, prefix: str, *, before: str | None = None) -> list[dict[str, Any]]:
-    """``scripts/independent/reader.py`` over ``fed``'s chain and IPFS store (real daemons
-    only: run through ``scripts/attacks/real.sh``); returns its results (``check``, ``result``,
-    ``detail``). ``before``: a commit whose reader is used instead (the attack's base), with
-    this tree's README and contract artifact."""
-    import contextlib
-    import io
+def rebase_reader(reader: Any, here: Path) -> None:
+    """Points a reader copied out of the tree (``read_independently``'s ``before``) at this
+    tree's files: every module-level path under its own ``ROOT`` (the README, the contract
+    artifact and, since h-312, the log's JSON Schema ``LOG_SCHEMA``) moves under ``here``.
+    Setting only ``ROOT``, ``README`` and ``ARTIFACT`` left ``LOG_SCHEMA`` under the temporary
+    folder's parents, so a base reader from h-312 on could not read any log (h-318)."""
+    old = Path(reader.ROOT)
+    for name, value in list(vars(reader).items()):
+        if name.isupper() and isinstance(value, Path) and value.is_relative_to(old):
+            setattr(reader, name, here / value.relative_to(old))
+
+
+def load_reader(prefix: str, *, before: str | None = None) -> Any:
+    """A fresh ``scripts/independent/reader.py`` module, or with ``before`` that commit's
+    reader (copied to a temporary folder) reading this tree's README, contract artifact and
+    log schema (:func:`rebase_reader`)."""
     import subprocess
 
     here = Path(__file__).resolve().parents[2]
@@ -381,8 +390,19 @@ def read_independently(fed, prefix: str, *, before: str | None = None) -> list[d
     import reader
 
     if before:
-        reader.ROOT, reader.README = here, here / "README.md"
-        reader.ARTIFACT = here / "contracts" / "build" / "FederationLedger.json"
+        rebase_reader(reader, here)
+    return reader
+
+
+def read_independently(fed, prefix: str, *, before: str | None = None) -> list[dict[str, Any]]:
+    """``scripts/independent/reader.py`` over ``fed``'s chain and IPFS store (real daemons
+    only: run through ``scripts/attacks/real.sh``); returns its results (``check``, ``result``,
+    ``detail``). ``before``: a commit whose reader is used instead (the attack's base), with
+    this tree's README, contract artifact and log schema (:func:`load_reader`)."""
+    import contextlib
+    import io
+
+    reader = load_reader(prefix, before=before)
     rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
     if not (rpc and api):
         sys.exit("run through scripts/attacks/real.sh (the reader reads Anvil + IPFS)")

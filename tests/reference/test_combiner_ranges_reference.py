@@ -44,22 +44,25 @@ def _documented() -> dict[str, str]:
     return out
 
 
-def _product_takes(name: str, value: float) -> bool:
-    settings = ValuationSettings(
-        method="shapley",
-        metric="balanced_loss",
-        standing=True,
-        explanation_check=False,
-        combiner={name: value},
-    )
+def _product_takes(name: str, value: object) -> bool:
+    """As a node and ``audit verify`` read the terms' valuation block: parsed
+    (``ValuationSettings.from_json``, which refuses a boolean or a text), then the thresholds
+    (``combiner_from``, which alone would read ``true`` as 1 for an integer threshold)."""
+    doc = {
+        "method": "shapley",
+        "metric": "balanced_loss",
+        "standing": True,
+        "explanation_check": False,
+        "combiner": {name: value},
+    }
     try:
-        combiner_from(settings)
+        combiner_from(ValuationSettings.from_json(doc))
     except FedtrailError:
         return False
     return True
 
 
-def _reader_takes(reader: ModuleType, name: str, value: float) -> bool:
+def _reader_takes(reader: ModuleType, name: str, value: object) -> bool:
     terms = {"valuation": {"method": "shapley", "metric": "auc", "combiner": {name: value}}}
     return not any("combiner" in p for p in reader.terms_field_problems(terms))
 
@@ -70,7 +73,28 @@ def test_the_readme_documents_every_threshold_and_the_reader_reads_the_readme() 
     assert documented == _reader().COMBINER_RANGES
 
 
-VALUES = [-2.0, -1.0, -0.5, -1e-9, -0.0, 0, 0.0, 1e-9, 0.5, 1, 1.0, 1.5, 2, 2.0, 2.5, 3, 1e9]
+# h-318: booleans and texts too (JSON ``true`` is not 1 to the reader, and must not be to the
+# product: ``combiner_from`` on its own takes ``true`` for an integer threshold)
+VALUES: list[object] = [
+    -2.0,
+    -1.0,
+    -0.5,
+    -1e-9,
+    -0.0,
+    0,
+    0.0,
+    1e-9,
+    0.5,
+    1,
+    1.0,
+    1.5,
+    2,
+    2.0,
+    2.5,
+    3,
+    1e9,
+]
+VALUES += [True, False, "1", None, 2**53 + 1, 5e-324]
 
 
 def test_the_reader_takes_what_the_product_takes_at_every_edge() -> None:

@@ -189,3 +189,50 @@ def test_colluders_inflating_claims_leave_the_large_site_ok_under_the_terms_coun
     }
     assert results[(1, "reasons.screen")] == "PASS"
     assert [k for k, res in results.items() if res == "FAIL"] == []
+
+
+@pytest.mark.parametrize(
+    ("count", "large_rejected"),
+    [(150, False), (1e-300, False), (600.0, True), (1e9, True)],
+    ids=["int 150", "tiny", "the median claim", "huge"],
+)
+def test_service_verify_and_the_reader_agree_on_the_count_at_its_edges(
+    anvil_url: str,
+    ipfs_api: str,
+    monkeypatch: pytest.MonkeyPatch,
+    count: float,
+    large_rejected: bool,
+) -> None:
+    """h-318 (reviewing h-312): the colluders' round above under other ``size_norm_count``
+    values: an integer (150 written as ``150``), a tiny one (every allowance huge: the screen
+    rejects nothing), one at the inflated median claim (600: session 62's verdict, the large
+    site OUTLIER_NORM) and one far above it. The honest aggregator's verdicts pass both
+    ``audit verify`` and the independent reader in each."""
+    harness = _harness()
+    monkeypatch.setenv("FEDTRAIL_ATTACK_RPC", anvil_url)
+    monkeypatch.setenv("FEDTRAIL_ATTACK_IPFS", ipfs_api)
+    capped = dataclasses.replace(ON, size_norm_count=count)
+    sites = [harness.Site(h, 150) for h in HONEST[:2]]
+    sites += [harness.Site(c, 150, strategy=_inflate(c), cap=600) for c in ("c0", "c1")]
+    sites.append(harness.Site("large", 150, strategy=_long, cap=600))
+    settings = AggregatorSettings(
+        explain_method=None, round_seconds=60, reveal_seconds=30, combiner=capped
+    )
+    out = harness.run(
+        sites,
+        1,
+        settings=settings,
+        seed=0,
+        verbose=False,
+        accept=ThresholdLimits.accepting(capped),
+        real=True,
+    )
+    (first,) = out["results"]
+    assert (first["large"]["reason"] == "OUTLIER_NORM") is large_rejected
+    assert out["failed"] == []
+    results = {
+        (x["round"], x["check"]): x["result"]
+        for x in harness.read_independently(out["fed"], "size-norm-edge")
+    }
+    assert results[(1, "reasons.screen")] == "PASS"
+    assert [k for k, res in results.items() if res == "FAIL"] == []
