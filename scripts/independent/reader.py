@@ -3979,8 +3979,11 @@ def main(argv=None):
             report(r, "log.schema", False, f"the log does not read one way: {exc}")
             continue
         broken = log_schema_problems(log)
-        if broken:  # reported, and the checks below still read what they can
+        if broken:  # read no further, as a log that does not parse (verify's no_log): the
+            # checks below take its structure as the schema gives it (h-318: a site without
+            # its address, sites as an object, stopped the whole reader)
             report(r, "log.schema", False, f"the log breaks its JSON Schema: {'; '.join(broken)}")
+            continue
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
         report(
             r,

@@ -62,6 +62,8 @@ def test_a_log_integer_spelled_otherwise_fails_for_both_readers(
     audit = verify_round(fed.ledger, fed.store, 1)
     assert "log.schema" in {c.name for c in audit.checks if c.failed}
     bad = _read(anvil, ipfs_api, tmp_path, fed)
-    assert {"log.agrees", "log.weights"} & set(bad), bad
+    # a spelling the log's JSON Schema refuses (false for a reason code, an integer where the
+    # weight's decimal string belongs) fails log.schema and the reader reads that log no further
+    assert {"log.agrees", "log.weights", "log.schema"} & set(bad), bad
     if kind in WHOLE:  # the round's seed and split, against the terms
         assert "log.agrees" in bad, bad

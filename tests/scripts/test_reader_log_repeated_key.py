@@ -186,17 +186,6 @@ SHAPES: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h-318 (reviewing h-312): since h-312 the reader holds the log to its JSON Schema "
-    "and reports log.schema FAIL, then reads on ('the other log checks still run'); a log "
-    "whose structure breaks the schema stops the whole reader right after (main's lsites: "
-    "KeyError 'site' for a site without its address, TypeError for sites as an object; no "
-    "verdict on any later round), where verify fails log.schema and goes on; fix: once "
-    "log_schema_problems finds a problem, read that round's log no further (as a log that "
-    "does not parse; attacks that expect other reader FAILs on such logs to be re-checked), "
-    "or guard the reads after it",
-)
 @pytest.mark.parametrize("kind", list(SHAPES))
 def test_a_log_of_another_shape_fails_log_schema_without_stopping_the_reader(
     anvil: ChainEnv, ipfs_api: str, tmp_path: Path, kind: str
