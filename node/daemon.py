@@ -615,8 +615,9 @@ class SiteNode:
         revealed or declined under these (a commitment of the old update that lands again in
         the new branch is then "committed, but lost locally", never revealed). None: the round
         is taken as new, every check before training runs on its terms again. A record whose
-        update carried differential privacy and had left the node (``stored``/``revealed``:
-        the blob on the store, perhaps fetched) gives a ``skipped`` record instead: training
+        update carried differential privacy and had left the node (``stored``/``revealed``, or
+        ``skipped`` with its CID after a refused reveal: the blob on the store, perhaps
+        fetched) gives a ``skipped`` record instead: training
         again would publish a second DP release of the same data for the round while the
         chain, having dropped the reveal, no longer counts the first (not declared on chain:
         no decline reason says it). Before, such a record made the node raise
@@ -631,10 +632,21 @@ class SiteNode:
         path = self.folder / SUPERSEDED_NAME
         before = path.read_bytes() if path.exists() else b""
         atomic_write(path, before + line.encode("utf-8"))
-        published = record.phase in ("stored", "revealed", "submitted")
+        # on the store: stored or revealed, or skipped after that (a reveal refused: its CID
+        # kept), which a check of the phase alone took for an update that never left
+        published = record.phase in ("stored", "revealed", "submitted") or bool(record.cid)
         kept: RoundRecord | None = None
         if published and record.epsilon_micro:
-            kept = RoundRecord(round=round_id, phase="skipped", opened=key)
+            # the release's CID, sha256 and epsilon kept: a later reopening sees this record
+            # as published too (without them a second reopening trained the same data again)
+            kept = RoundRecord(
+                round=round_id,
+                phase="skipped",
+                opened=key,
+                cid=record.cid,
+                sha256=record.sha256,
+                epsilon_micro=record.epsilon_micro,
+            )
             kept.note = (
                 f"round {round_id} was opened again under other terms or deadlines after this "
                 f"site's DP update of its earlier opening left the node ({record.phase}, "
