@@ -23,7 +23,7 @@ from web3.types import RPCEndpoint
 
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.ledger import Ledger, RoundInfo, commitment, read_decline
-from fedtrail.node.daemon import NodeState, SiteNode
+from fedtrail.node.daemon import NodeHooks, NodeState, SiteNode
 from fedtrail.node.scoring import SUPERSEDED_NAME
 from fedtrail.protocol.codes import Decline
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
@@ -635,3 +635,41 @@ def test_a_published_dp_update_is_not_trained_again_when_its_round_is_reopened_t
         assert "DP update" in record.note, record.note
         assert world.ledger.get_submission(world.round, node.address) is None, "trained again"
     assert [a["record"]["phase"] for a in _superseded(world)] == ["revealed", "skipped"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="participate checks the round's opening once, when it reads the round: a round "
+    "reopened under other terms while the site trains (minutes) gets the commitment of the "
+    "update trained under the earlier terms, signed into the new opening (commitUpdate binds "
+    "no terms); a client fix re-reads the opening before signing (an RPC a round, and a "
+    "shorter race only); closing it needs a commitment that binds the terms' sha256 or the "
+    "opening (protocol and contract change)",
+)
+def test_a_round_reopened_while_the_site_trains_gets_no_commitment_of_the_old_update(
+    reopenable: Reopenable,
+) -> None:
+    """The reorganisation comes while the site trains (here: from the update hook, which runs
+    between training and encoding): the round on chain is now another opening, under terms the
+    site has not checked."""
+    world = reopenable.world
+    keys: list[str] = []
+    encoded: list[str] = []
+
+    def reopen_now(delta: Any, round_id: int, context: Any) -> Any:
+        if not keys:
+            keys.append(reopenable.reopen())
+        return delta
+
+    def at_step(name: str) -> None:
+        if name == "encoded" and not encoded:
+            encoded.append(node.state.rounds[world.round].sha256)
+
+    node = world.node(0, hooks=NodeHooks(transform_update=reopen_now, at_step=at_step))
+    node.participate(world.round)
+    assert keys and encoded  # reopened mid-training; the update trained under the old terms
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    old = commitment(node.address, world.round, encoded[0], len(world.train[0]))
+    assert on_chain is None or on_chain.commitment.removeprefix("0x") != old, (
+        "the update trained under the earlier opening's terms was committed into the new one"
+    )
