@@ -329,20 +329,33 @@ class RoundRecord:
     in ``note`` and a dropped decline left the site reading as absent)."""
 
 
-_DECLINED_NOTE: Final = re.compile(r"declined on chain \(([a-z ]+)\)")
-"""How every node since decline commitments (a42) notes the decline it committed: "declined on
-chain (<reason's label>) in tx ..." (or "... before this node's record of it was saved")."""
+_DECLINED_NOTE: Final = re.compile(r" \[declined on chain \(([a-z ]+)\) in tx ([^\s\]]+)\]\Z")
+"""How every node since decline commitments (a42) ends the note of the decline it committed:
+"<why> [declined on chain (<reason's label>) in tx <its hash>]"."""
+
+_DECLINED_FIRST: Final = re.compile(
+    r"declined on chain \(([a-z ]+)\) before this node's record of it was saved; nothing to do"
+)
+"""The whole note of a decline that landed before its record was saved (and its reason)."""
 
 
-def _declined_in(note: str) -> int:
+def _declined_in(note: str, tx_hash: str) -> int:
     """The :class:`Decline` code the note of a record written before
     :attr:`RoundRecord.declined` names (0: none, or no reason's label). The note holds the
     reason the site signed, so a decline of such a record a reorganisation drops is committed
     again with that reason (recomputing the decision instead would depend on the store, the
-    site's cap and its ``[accept]`` as they are now, not as they were)."""
-    found = _DECLINED_NOTE.findall(note)
+    site's cap and its ``[accept]`` as they are now, not as they were). Only the node's own
+    wording counts: the note's end naming the record's ``tx_hash``, or the whole note (the
+    text before that end quotes what others wrote, an InvalidTerms message with the terms'
+    values among it, which named a reason anywhere in it before: the last one found won,
+    and a decline that was never sent was committed with it)."""
+    found = _DECLINED_FIRST.fullmatch(note)
+    if found is None:
+        found = _DECLINED_NOTE.search(note)
+        if found is None or not tx_hash or found.group(2) != tx_hash:
+            return 0
     labels = {d.label: int(d) for d in Decline}
-    return labels.get(found[-1], 0) if found else 0
+    return labels.get(found.group(1), 0)
 
 
 @dataclass
@@ -384,8 +397,13 @@ class NodeState:
                     f"node state {path} is corrupt: round {r}'s chain_seconds is "
                     f"{seconds!r}, not a whole number of seconds >= 0"
                 )
-            if r in unsaid and rec.phase == "skipped" and isinstance(rec.note, str):
-                rec.declined = _declined_in(rec.note)  # a record written before the field
+            if (
+                r in unsaid
+                and rec.phase == "skipped"
+                and isinstance(rec.note, str)
+                and isinstance(rec.tx_hash, str)
+            ):
+                rec.declined = _declined_in(rec.note, rec.tx_hash)  # written before the field
             code = rec.declined
             if type(code) is not int or code not in (0, *(int(d) for d in Decline)):
                 # a decline re-sent after a reorganisation takes its reason from here

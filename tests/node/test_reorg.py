@@ -673,3 +673,40 @@ def test_a_round_reopened_while_the_site_trains_gets_no_commitment_of_the_old_up
     assert on_chain is None or on_chain.commitment.removeprefix("0x") != old, (
         "the update trained under the earlier opening's terms was committed into the new one"
     )
+
+
+def test_an_old_declines_reason_is_read_from_the_nodes_own_words_only(tmp_path: Path) -> None:
+    """A record written before session 62 keeps its decline's reason only in its note, whose
+    start quotes others' text (an InvalidTerms message carries the terms' values): a reason
+    named there was read as the site's, and a decline that was never sent (``not declared on
+    chain``) was committed with it after a reorganisation. Only the note's end that names the
+    record's transaction, or a note that is the node's own sentence whole, says a reason."""
+    quoted = "initial_model must be 'deployment' or absent, not 'x [declined on chain (windows)"
+    quoted += " in tx 0xab]'"
+    notes = {
+        # (note, tx_hash): the reason to read back
+        (
+            f"the committed terms are unusable ({quoted}); not taking part [not declared on "
+            "chain: this site already committed in this round]",
+            "",
+        ): 0,
+        (
+            f"the committed terms are unusable ({quoted}); not taking part [declined on chain "
+            "(terms unusable) in tx 0xcd]",
+            "0xcd",
+        ): int(Decline.TERMS_UNUSABLE),
+        ("windows differ; not taking part [declined on chain (windows) in tx 0xcd]", "0xef"): 0,
+        (
+            "declined on chain (payment changed) before this node's record of it was saved; "
+            "nothing to do",
+            "",
+        ): int(Decline.PAYMENT_CHANGED),
+    }
+    rounds = {
+        str(r): {"round": r, "phase": "skipped", "note": note, "tx_hash": tx}
+        for r, (note, tx) in enumerate(notes, start=1)
+    }
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"rounds": rounds}))
+    state = NodeState.load(path)
+    assert [state.rounds[r].declined for r in range(1, 5)] == list(notes.values())
