@@ -1384,13 +1384,27 @@ class SiteNode:
             spend = self._declared(round_id, params)
         except (ConfigError, InvalidPrivacy) as exc:
             return self._skip(RoundRecord(round=round_id, phase="skipped"), f"DP-SGD: {exc}")
-        if account.budget_micro and account.spent_micro + spend > account.budget_micro:
+        # DP updates that left the node with no spend on chain for them (a reveal a reorg
+        # dropped with the round's opening, or a refused one): released all the same
+        uncounted = sum(
+            rec.epsilon_micro
+            for r, rec in self.state.rounds.items()
+            if r != round_id and rec.phase == "skipped" and rec.cid and rec.epsilon_micro > 0
+        )
+        spent = account.spent_micro + uncounted
+        if account.budget_micro and spent + spend > account.budget_micro:
             return self._skip(
                 RoundRecord(round=round_id, phase="skipped", epsilon_micro=spend),
                 f"privacy budget: this round's update would spend epsilon {from_micro(spend):g} "
                 f"({params.accounting} accounting) and take the site's spend from "
-                f"{from_micro(account.spent_micro):g} past its budget of "
-                f"{from_micro(account.budget_micro):g}; not training",
+                f"{from_micro(spent):g}"
+                + (
+                    f" ({from_micro(uncounted):g} of it released in rounds the chain does not "
+                    "charge)"
+                    if uncounted
+                    else ""
+                )
+                + f" past its budget of {from_micro(account.budget_micro):g}; not training",
             )
         log.info(
             "round %d: DP-SGD (noise %.4g, clip %g, q %.4g, %d steps): epsilon %.4f at delta %g "

@@ -23,6 +23,7 @@ from web3.types import RPCEndpoint
 
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.ledger import Ledger, RoundInfo, commitment, read_decline
+from fedtrail.node.config import PrivacyConfig
 from fedtrail.node.daemon import NodeHooks, NodeState, SiteNode
 from fedtrail.node.scoring import SUPERSEDED_NAME
 from fedtrail.protocol.codes import Decline
@@ -710,3 +711,44 @@ def test_an_old_declines_reason_is_read_from_the_nodes_own_words_only(tmp_path: 
     path.write_text(json.dumps({"rounds": rounds}))
     state = NodeState.load(path)
     assert [state.rounds[r].declined for r in range(1, 5)] == list(notes.values())
+
+
+def test_a_dp_release_the_chain_dropped_still_counts_against_the_budget(
+    reopenable: Reopenable,
+) -> None:
+    """The site's DP update of round 1 was revealed (on the store, fetched by whoever wished);
+    a reorganisation dropped the round's opening, and with it the reveal and its charge on
+    chain. The release happened: the next round's update must not take the site's real spend
+    past its budget. Before, the budget check counted the chain's spend only, the release
+    nowhere: the site's next rounds could spend its whole budget again on top of it."""
+    world = reopenable.world
+    dp = PrivacyConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0)
+    node = world.node(0, privacy=dp)
+    first = world.full(node)
+    assert first is not None and first.phase == "revealed" and first.epsilon_micro > 0
+    spent = first.epsilon_micro
+    reopenable.reopen()
+    kept = node.participate(world.round)
+    assert kept is not None and kept.phase == "skipped" and "DP update" in kept.note
+    assert world.ledger.privacy(node.address).spent_micro == 0  # the chain counts nothing
+    # round 1 closes unvalued; round 2 opens from the initial model
+    info = world.ledger.get_round(world.round)
+    advance_time(world.env.w3, info.reveal_deadline - block_timestamp(world.env.w3) + 5)
+    world.ledger.cancel_round(world.env.aggregator, world.round)
+    terms = replace(
+        world.fed.service.round_terms(world.round + 1), commit_seconds=90, reveal_seconds=3600
+    ).to_bytes()  # round 1's windows as reopened (a later round may not shorten them)
+    r2, _ = world.ledger.open_round(
+        world.env.aggregator,
+        world.store.put(world.global_blob),
+        hashlib.sha256(world.global_blob).hexdigest(),
+        terms_cid=world.store.put(terms),
+        terms_sha256=hashlib.sha256(terms).hexdigest(),
+        commit_seconds=90,
+        reveal_seconds=3600,
+    )
+    # room on chain for one more update of round 1's spend, not for two
+    world.ledger.set_privacy_budget(world.env.coordinator, node.address, spent + spent // 2)
+    record = node.participate(r2)
+    assert record is not None and record.phase == "skipped", record
+    assert "privacy budget" in record.note and "does not charge" in record.note, record.note
