@@ -21,6 +21,7 @@ import pytest
 from web3 import Web3
 from web3.types import RPCEndpoint
 
+import fedtrail.node.daemon as daemon_module
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.ledger import Ledger, RoundInfo, commitment, read_decline
 from fedtrail.node.config import PrivacyConfig
@@ -752,3 +753,62 @@ def test_a_dp_release_the_chain_dropped_still_counts_against_the_budget(
     record = node.participate(r2)
     assert record is not None and record.phase == "skipped", record
     assert "privacy budget" in record.note and "does not charge" in record.note, record.note
+
+
+class _Crash(Exception):
+    """The process dies here (the test's stand-in for a kill)."""
+
+
+@pytest.mark.parametrize("at", ["pending", "aside", "state"])
+def test_a_crash_while_a_record_is_set_aside_leaves_nothing_to_reveal_under_the_new_terms(
+    reopenable: Reopenable, monkeypatch: pytest.MonkeyPatch, at: str
+) -> None:
+    """The set-aside sequence (pending update deleted, record appended to superseded.jsonl,
+    state.json saved without it) killed after each step: the restarted node sets the record
+    aside again (a repeated line in superseded.jsonl at most), never recovers or reveals the
+    old update, and takes the round as a new one."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    key = reopenable.reopen()
+    blob = world.folder(0) / "pending" / f"update-{world.round}.safetensors"
+    unlink, write, save = Path.unlink, daemon_module.atomic_write, NodeState.save
+
+    def crash_after_unlink(self: Path, missing_ok: bool = False) -> None:
+        unlink(self, missing_ok=missing_ok)
+        if self == blob:
+            raise _Crash
+
+    def crash_after_write(path: Path, data: bytes) -> None:
+        write(path, data)
+        if path.name == SUPERSEDED_NAME:
+            raise _Crash
+
+    def crash_before_save(self: NodeState, path: Path) -> None:
+        raise _Crash
+
+    if at == "pending":
+        monkeypatch.setattr(Path, "unlink", crash_after_unlink)
+    elif at == "aside":
+        monkeypatch.setattr(daemon_module, "atomic_write", crash_after_write)
+    else:
+        monkeypatch.setattr(NodeState, "save", crash_before_save)
+    with pytest.raises(_Crash):
+        node.participate(world.round)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(daemon_module, "atomic_write", write)
+    monkeypatch.setattr(NodeState, "save", save)
+    assert NodeState.load(world.folder(0) / "state.json").rounds[world.round].opened == old.opened
+    # the old commitment lands again too: the restarted node must not open it
+    _replay_commit(world, node, old.sha256, old.num_samples)
+    restarted = world.node(0)
+    record = restarted.participate(world.round)
+    assert record is not None and record.phase == "skipped" and "lost" in record.note, record
+    assert record.opened == key
+    aside = _superseded(world)
+    assert 1 <= len(aside) <= 2 and {a["record"]["opened"] for a in aside} == {old.opened}
+    world.close_commits()
+    restarted.participate(world.round)
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and not on_chain.revealed, "revealed under terms not consented"
