@@ -1991,8 +1991,9 @@ class SiteNode:
                 if current and prior is not None and (current != seen or self._idle(prior)):
                     # a record not participated again: is it still of this round, or was the
                     # round opened again under other terms (a reorganisation)? Asked at each
-                    # poll while idle (one read; none once the round is finalized)
-                    info = self.ledger.get_round(current)
+                    # poll while idle (one read, a closed round's too: the ledger client's
+                    # kept record of a closed round hid a reopening deeper than its closing)
+                    info = self.ledger.get_round(current, fresh=True)
                     on_chain = None
                     if not prior.opened:  # an older record: the chain must hold its reveal
                         on_chain = self.ledger.get_submission(current, self.address)

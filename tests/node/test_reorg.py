@@ -812,3 +812,31 @@ def test_a_crash_while_a_record_is_set_aside_leaves_nothing_to_reveal_under_the_
     restarted.participate(world.round)
     on_chain = world.ledger.get_submission(world.round, node.address)
     assert on_chain is not None and not on_chain.revealed, "revealed under terms not consented"
+
+
+def test_the_run_loop_notices_a_closed_round_reopened_under_other_terms(
+    reopenable: Reopenable,
+) -> None:
+    """A round the node revealed in and saw closed (cancelled here; finalized alike), then a
+    reorganisation deep enough to drop its ``openRound`` and a reopening under other terms:
+    the ledger client keeps a closed round's record without reading it again (it "can no
+    longer change"), so the run loop's check of the round's key compared the record with the
+    cached, dropped opening and the node sat the reopened round out until restarted."""
+    world = reopenable.world
+    node = world.node(0)
+    assert world.full(node).phase == "revealed"
+    deadline = world.ledger.get_round(world.round).reveal_deadline
+    advance_time(world.env.w3, deadline - block_timestamp(world.env.w3) + 5)
+    world.ledger.cancel_round(world.env.aggregator, world.round)
+    seen: list[bool | None] = []
+
+    def after_poll() -> None:
+        on_chain = world.ledger.get_submission(world.round, node.address)
+        seen.append(None if on_chain is None else on_chain.revealed)
+        if len(seen) == 1:
+            reopenable.reopen()
+        if len(seen) == 3:
+            node.stop_event.set()
+
+    node.run(on_idle=after_poll)
+    assert seen[0] is True and seen[1:] == [False, False], seen  # committed in the reopening
