@@ -345,14 +345,14 @@ def _declined_in(note: str, tx_hash: str) -> int:
     reason the site signed, so a decline of such a record a reorganisation drops is committed
     again with that reason (recomputing the decision instead would depend on the store, the
     site's cap and its ``[accept]`` as they are now, not as they were). Only the node's own
-    wording counts: the note's end naming the record's ``tx_hash``, or the whole note (the
-    text before that end quotes what others wrote, an InvalidTerms message with the terms'
-    values among it, which named a reason anywhere in it before: the last one found won,
-    and a decline that was never sent was committed with it)."""
+    wording counts: the note's end (naming the record's ``tx_hash`` where it has one), or the
+    whole note (the text before that end quotes what others wrote, an InvalidTerms message
+    with the terms' values among it, which named a reason anywhere in it before: the last
+    one found won, and a decline that was never sent was committed with it)."""
     found = _DECLINED_FIRST.fullmatch(note)
     if found is None:
         found = _DECLINED_NOTE.search(note)
-        if found is None or not tx_hash or found.group(2) != tx_hash:
+        if found is None or (tx_hash and found.group(2) != tx_hash):
             return 0
     labels = {d.label: int(d) for d in Decline}
     return labels.get(found.group(1), 0)
