@@ -329,20 +329,33 @@ class RoundRecord:
     in ``note`` and a dropped decline left the site reading as absent)."""
 
 
-_DECLINED_NOTE: Final = re.compile(r"declined on chain \(([a-z ]+)\)")
-"""How every node since decline commitments (a42) notes the decline it committed: "declined on
-chain (<reason's label>) in tx ..." (or "... before this node's record of it was saved")."""
+_DECLINED_NOTE: Final = re.compile(r" \[declined on chain \(([a-z ]+)\) in tx ([^\s\]]+)\]\Z")
+"""How every node since decline commitments (a42) ends the note of the decline it committed:
+"<why> [declined on chain (<reason's label>) in tx <its hash>]"."""
+
+_DECLINED_FIRST: Final = re.compile(
+    r"declined on chain \(([a-z ]+)\) before this node's record of it was saved; nothing to do"
+)
+"""The whole note of a decline that landed before its record was saved (and its reason)."""
 
 
-def _declined_in(note: str) -> int:
+def _declined_in(note: str, tx_hash: str) -> int:
     """The :class:`Decline` code the note of a record written before
     :attr:`RoundRecord.declined` names (0: none, or no reason's label). The note holds the
     reason the site signed, so a decline of such a record a reorganisation drops is committed
     again with that reason (recomputing the decision instead would depend on the store, the
-    site's cap and its ``[accept]`` as they are now, not as they were)."""
-    found = _DECLINED_NOTE.findall(note)
+    site's cap and its ``[accept]`` as they are now, not as they were). Only the node's own
+    wording counts: the note's end (naming the record's ``tx_hash`` where it has one), or the
+    whole note (the text before that end quotes what others wrote, an InvalidTerms message
+    with the terms' values among it, which named a reason anywhere in it before: the last
+    one found won, and a decline that was never sent was committed with it)."""
+    found = _DECLINED_FIRST.fullmatch(note)
+    if found is None:
+        found = _DECLINED_NOTE.search(note)
+        if found is None or (tx_hash and found.group(2) != tx_hash):
+            return 0
     labels = {d.label: int(d) for d in Decline}
-    return labels.get(found[-1], 0) if found else 0
+    return labels.get(found.group(1), 0)
 
 
 @dataclass
@@ -384,8 +397,13 @@ class NodeState:
                     f"node state {path} is corrupt: round {r}'s chain_seconds is "
                     f"{seconds!r}, not a whole number of seconds >= 0"
                 )
-            if r in unsaid and rec.phase == "skipped" and isinstance(rec.note, str):
-                rec.declined = _declined_in(rec.note)  # a record written before the field
+            if (
+                r in unsaid
+                and rec.phase == "skipped"
+                and isinstance(rec.note, str)
+                and isinstance(rec.tx_hash, str)
+            ):
+                rec.declined = _declined_in(rec.note, rec.tx_hash)  # written before the field
             code = rec.declined
             if type(code) is not int or code not in (0, *(int(d) for d in Decline)):
                 # a decline re-sent after a reorganisation takes its reason from here
@@ -620,8 +638,10 @@ class SiteNode:
         the new branch is then "committed, but lost locally", never revealed). None: the round
         is taken as new, every check before training runs on its terms again. A ``skipped``
         record is put in its place instead (not declared on chain: no decline reason says it)
-        when the update had left the node (``stored``/``revealed``: its bytes public, perhaps
-        fetched): training is seeded, so training again would commit the same bytes, which
+        when the update had left the node (``stored``/``revealed``, or ``skipped`` with its CID
+        after a refused reveal: its bytes public, perhaps fetched; the skipped record keeps its
+        CID, sha256 and epsilon, so a later reopening sees it as published too, h-319):
+        training is seeded, so training again would commit the same bytes, which
         anyone could have committed first in the new opening (the duplicate rule, by commit
         order, would make this site the copy), and a DP update's second release would be one
         the chain no longer counts (h-316's a142); and when the round is no longer open
@@ -637,7 +657,9 @@ class SiteNode:
         path = self.folder / SUPERSEDED_NAME
         before = path.read_bytes() if path.exists() else b""
         atomic_write(path, before + line.encode("utf-8"))
-        published = record.phase in ("stored", "revealed", "submitted")
+        # on the store: stored or revealed, or skipped after that (a reveal refused: its CID
+        # kept), which a check of the phase alone took for an update that never left (h-319)
+        published = record.phase in ("stored", "revealed", "submitted") or bool(record.cid)
         was = f"round {round_id} was opened again under other terms or deadlines"
         note = ""
         if published:
@@ -651,7 +673,13 @@ class SiteNode:
             note = f"{was} and closed before this node saw it: nothing can be sent"
         kept: RoundRecord | None = None
         if note:
+            # a published update's CID, sha256 and epsilon kept: a later reopening sees this
+            # record as published too (without them a second reopening trained the same data
+            # again) and the privacy budget counts its epsilon (h-319)
             kept = RoundRecord(round=round_id, phase="skipped", opened=key)
+            if published:
+                kept.cid, kept.sha256 = record.cid, record.sha256
+                kept.epsilon_micro = record.epsilon_micro
             kept.note = note
             self.state.rounds[round_id] = kept
         else:
@@ -1366,13 +1394,27 @@ class SiteNode:
             spend = self._declared(round_id, params)
         except (ConfigError, InvalidPrivacy) as exc:
             return self._skip(RoundRecord(round=round_id, phase="skipped"), f"DP-SGD: {exc}")
-        if account.budget_micro and account.spent_micro + spend > account.budget_micro:
+        # DP updates that left the node with no spend on chain for them (a reveal a reorg
+        # dropped with the round's opening, or a refused one): released all the same
+        uncounted = sum(
+            rec.epsilon_micro
+            for r, rec in self.state.rounds.items()
+            if r != round_id and rec.phase == "skipped" and rec.cid and rec.epsilon_micro > 0
+        )
+        spent = account.spent_micro + uncounted
+        if account.budget_micro and spent + spend > account.budget_micro:
             return self._skip(
                 RoundRecord(round=round_id, phase="skipped", epsilon_micro=spend),
                 f"privacy budget: this round's update would spend epsilon {from_micro(spend):g} "
                 f"({params.accounting} accounting) and take the site's spend from "
-                f"{from_micro(account.spent_micro):g} past its budget of "
-                f"{from_micro(account.budget_micro):g}; not training",
+                f"{from_micro(spent):g}"
+                + (
+                    f" ({from_micro(uncounted):g} of it released in rounds the chain does not "
+                    "charge)"
+                    if uncounted
+                    else ""
+                )
+                + f" past its budget of {from_micro(account.budget_micro):g}; not training",
             )
         log.info(
             "round %d: DP-SGD (noise %.4g, clip %g, q %.4g, %d steps): epsilon %.4f at delta %g "
@@ -1959,8 +2001,9 @@ class SiteNode:
                 if current and prior is not None and (current != seen or self._idle(prior)):
                     # a record not participated again: is it still of this round, or was the
                     # round opened again under other terms (a reorganisation)? Asked at each
-                    # poll while idle (one read; none once the round is finalized)
-                    info = self.ledger.get_round(current)
+                    # poll while idle (one read, a closed round's too: the ledger client's
+                    # kept record of a closed round hid a reopening deeper than its closing)
+                    info = self.ledger.get_round(current, fresh=True)
                     on_chain = None
                     if not prior.opened:  # an older record: the chain must hold its reveal
                         on_chain = self.ledger.get_submission(current, self.address)

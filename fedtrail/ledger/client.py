@@ -770,12 +770,15 @@ class Ledger:
     def active_site_count(self) -> int:
         return int(self._view(self._fn.activeSiteCount()))
 
-    def get_round(self, round_id: int) -> RoundInfo:
+    def get_round(self, round_id: int, *, fresh: bool = False) -> RoundInfo:
         """One round; CIDs come from its RoundOpened/RoundFinalized events. The view and both
         event queries go in one JSON-RPC batch (:meth:`_batch`; one by one where the provider
         takes no batch). A finalized or cancelled round's record can no longer change (the
-        contract moves it out of neither phase): it is kept and answered without a read."""
-        done = self._terminal.get(round_id)
+        contract moves it out of neither phase): it is kept and answered without a read,
+        unless ``fresh``: a reorganisation deeper than the round's closing can drop its
+        ``openRound`` and the round be opened again (a node checking the opening it recorded
+        reads it each time; a kept record the read finds open again is forgotten)."""
+        done = None if fresh else self._terminal.get(round_id)
         if done is not None:
             return done
         view = self._fn.getRound(round_id)
@@ -797,6 +800,8 @@ class Ledger:
         info = _round(raw, opened, finalized)
         if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
             self._terminal[round_id] = info
+        else:
+            self._terminal.pop(round_id, None)  # closed once, on a branch a reorg dropped
         return info
 
     def rounds(self) -> list[RoundInfo]:
@@ -930,6 +935,8 @@ class Ledger:
         info = _round(raw_round, opened, finalized)
         if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
             self._terminal[round_id] = info
+        else:
+            self._terminal.pop(round_id, None)  # closed once, on a branch a reorg dropped
         return SiteRoundView(
             info=info,
             submission=self._submission_of(round_id, raw_sub, submitted),
