@@ -246,7 +246,14 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
 
 
 UNBOUNDED: Final = frozenset(
-    {"stale_distance", "stale_rounds", "dp_spend_check", "dp_noise_check", "record_floor"}
+    {
+        "stale_distance",
+        "stale_rounds",
+        "dp_spend_check",
+        "dp_noise_check",
+        "record_floor",
+        "warm_up_scope",
+    }
 )
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
 and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
@@ -259,7 +266,10 @@ an update whose own blob contradicts its declared privacy spend); its loosest is
 (the records are kept ``max(record_floor, demote_scale)`` below their references, so a raised
 record always scores 0 and no value below ``demote_scale`` lifts a score), and its strictest,
 0 (off, the unbounded record terms written before it read as), is the rule every ledger before
-it was valued with; a larger floor is nearer to off."""
+it was valued with; a larger floor is nearer to off. ``warm_up_scope`` has none either: it acts
+only under ``warm_up_floor`` below 1 (bounded), and either value scores the warm-up's updates
+between the floor and the full score; 1 scores fewer of them (the outweighing ones only) and
+0, what terms without it read as, is the floor's rule sites consented to before it."""
 
 
 LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {
@@ -438,10 +448,11 @@ class ThresholdLimits:
     consent (``boost_clip = 0.5`` under ``[accept]``). Not bounded on the loose side (off, its
     loosest, is the default), as ``max_norm_ratio``."""
     warm_up_floor: float = WARM_UP_FLOOR
-    """Only off (1) by default, the product's default: below 1 the warm-up round's shares are
-    accumulated and its scores floored (:func:`~fedtrail.valuation.standing.floored_score`),
-    so turning it on takes the sites' consent (``warm_up_floor = 0.5`` under
-    ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
+    """At least 0.5 by default, the product's default (since session 63, with ``warm_up_scope``
+    1): below 1 the warm-up round's shares are accumulated and its scores floored
+    (:func:`~fedtrail.valuation.standing.floored_score`), so a lower floor takes the sites'
+    consent (``warm_up_floor = 0.25`` under ``[accept]``). Not bounded on the loose side (off,
+    1, the rule terms without it read as)."""
     white_noise_z: float = 1000.0
     """At most the default: higher moves the white-noise screen toward honest updates
     (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose side (off
