@@ -50,6 +50,7 @@ from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, Standing, ValuationSettings
+from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import combiner_from, reference_labels, standing_source
 from fedtrail.valuation.combine import Combiner
@@ -63,6 +64,7 @@ from fedtrail.valuation.standing import (
     floored_score,
     norm_factor,
     normalised_values,
+    outweighing,
     relieved_reference,
     scaled_score,
 )
@@ -157,6 +159,10 @@ def check_standing(
     if math.fsum(abs(v) for v in norm.values()) > 1.0 + 1e-9:
         problems.append("normalised values are not shares (sum of |value| > 1)")
     expected_after = accumulate(standing.before, norm)
+    scoped = _scoped(standing, combiner, subs)
+    if scoped is not None:
+        # warm_up_scope 1: the warm-up records only the outweighing updates' shares
+        expected_after = accumulate(standing.before, {s: v for s, v in norm.items() if s in scoped})
     floor = 0.0 if combiner is None else combiner.record_floor
     if combiner is not None and floor > 0 and standing.valued_rounds > 0:
         # record_floor: each passed site's record kept within max(record_floor, demote_scale)
@@ -216,6 +222,9 @@ def check_standing(
     scored = [s for s in subs if s.reason in SCORED_FROM_STANDING]
     after: Mapping[str, float] = standing.after
     provisional = standing.valued_rounds == 0 and combiner.warm_up_floor < 1.0
+    scoped = _scoped(standing, combiner, subs)
+    if scoped is not None:  # scored by every share, whatever it records
+        after = accumulate(standing.before, standing.normalised or {})
     reference = demotion_reference(float(after.get(s.site, 0.0)) for s in scored)
     scale = combiner.demote_scale
     for s in scored:
@@ -226,6 +235,8 @@ def check_standing(
         expected = demoted_score(total - own, demote_scale=scale)
         if provisional:
             expected = floored_score(expected, combiner.warm_up_floor)
+            if scoped is not None and s.site not in scoped:
+                expected = SCORE_SCALE  # warm_up_scope 1: it outweighs no vouched update
         size, median = _norms(log, s.site, robust)
         if expected > 0 and size is not None and median is not None:
             factor = norm_factor(
@@ -256,6 +267,21 @@ def check_standing(
         )
     )
     return out
+
+
+def _scoped(
+    standing: Standing, combiner: Combiner | None, subs: list[Submission]
+) -> frozenset[str] | None:
+    """The warm-up's outweighing updates under ``warm_up_scope`` 1 and ``warm_up_floor`` below
+    1 (:func:`~fedtrail.valuation.standing.outweighing` of the log's shares and the claimed
+    counts on chain); None in any other round or under other terms."""
+    if combiner is None or standing.valued_rounds != 0 or combiner.warm_up_floor >= 1.0:
+        return None
+    if not combiner.warm_up_scope:
+        return None
+    norm = dict(standing.normalised or {})
+    counts = {s.site: s.num_samples for s in subs}
+    return outweighing(norm, {s: counts.get(s, 0) for s in norm})
 
 
 def _shares(log: RoundLog, robust: Recomputed | None, credit_cosine: float) -> dict[str, float]:

@@ -116,13 +116,22 @@ def _number(name: str, value: object) -> float:
     return v
 
 
-WARM_UP_FLOOR: Final = 1.0
-"""The default ``warm_up_floor`` of :class:`Combiner`: 1, off (every update that passes the
-screens in the warm-up round scores 1, as before the rule); below 1 the warm-up's shares are
-accumulated as a later round's (the standing starts in round 1) and its passers' scores are
-raised to at least this share of the full score
-(:func:`~fedtrail.valuation.standing.floored_score`). An opt-in: see README *Scores from
-standing* for what 0.5 measured."""
+WARM_UP_FLOOR: Final = 0.5
+"""The default ``warm_up_floor`` of :class:`Combiner`: 0.5 (since session 63, with
+:data:`WARM_UP_SCOPE` 1; terms without it read as 1, off: every update that passes the screens
+in the warm-up round scores 1, as before the rule); below 1 the warm-up's shares are
+accumulated as a later round's (the standing starts in round 1; under ``warm_up_scope`` 1 only
+the outweighing updates') and its passers' scores are raised to at least this share of the full
+score (:func:`~fedtrail.valuation.standing.floored_score`). See README *Scores from standing*
+for what it measured."""
+
+WARM_UP_SCOPE: Final = 1
+"""The default ``warm_up_scope`` of :class:`Combiner` (it acts only under ``warm_up_floor``
+below 1): 1, the warm-up scores and records only the updates that *outweigh* those the game
+(:func:`~fedtrail.valuation.standing.outweighing`: a negative share and a claimed sample count
+above every count the game values at zero or more), every other passer keeps the full score and
+no record; 0 (what terms without it read as), the rule before it: every passer scored from its
+share, floored, and every share recorded. README *Scores from standing*."""
 
 RECORD_FLOOR: Final = 0.5
 """The default ``record_floor`` of :class:`Combiner`: how far below its own reference a scored
@@ -292,12 +301,16 @@ class Combiner:
     the validation game (a longer step helps an undertrained model), and its norm alone sits
     inside the honest spread under label skew, but its length along the consensus does not.
     A recorded set of thresholds without it means 0: off.
-    ``warm_up_floor`` (in [0, 1]; default 1: off, an opt-in, see :data:`WARM_UP_FLOOR`): in the
+    ``warm_up_floor`` (in [0, 1]; default 0.5, see :data:`WARM_UP_FLOOR`): in the
     warm-up round the round's shares are accumulated as a later round's
     (:func:`~fedtrail.valuation.round.value_round`) and an accepted update's score
     (``settle(..., warm_up=True)``) is :func:`~fedtrail.valuation.standing.floored_score` of
     the demoted score its accumulated value gets. A recorded set of thresholds without it
     means 1: off.
+    ``warm_up_scope`` (0 or 1; default 1, see :data:`WARM_UP_SCOPE`): under ``warm_up_floor``
+    below 1, 1 limits that to the warm-up's outweighing updates
+    (:func:`~fedtrail.valuation.standing.outweighing`): only their shares are accumulated and
+    every other accepted update keeps the full score. A recorded set without it means 0.
     ``record_floor`` (>= 0; default :data:`RECORD_FLOOR`, 0.5, the default ``demote_scale``;
     0: off): after a round's shares are added (not in the warm-up), each site scored from its
     standing has its record raised to at least its own reference (the one its score is judged
@@ -476,6 +489,7 @@ class Combiner:
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
     warm_up_floor: float = WARM_UP_FLOOR
+    warm_up_scope: int = WARM_UP_SCOPE
     record_floor: float = RECORD_FLOOR
     white_noise_z: float = 1000.0
     shaped_noise_z: float = 1000.0
@@ -557,6 +571,9 @@ class Combiner:
             raise ConfigError(f"boost_clip must lie in [0, 1], got {self.boost_clip}")
         if not 0.0 <= _number("warm_up_floor", self.warm_up_floor) <= 1.0:
             raise ConfigError(f"warm_up_floor must lie in [0, 1], got {self.warm_up_floor}")
+        w = self.warm_up_scope
+        if isinstance(w, bool) or w not in (0, 1):
+            raise ConfigError(f"warm_up_scope must be 0 or 1, got {w!r}")
         if _number("record_floor", self.record_floor) < 0.0:
             raise ConfigError(
                 f"record_floor must be a finite number >= 0 (0: off), got {self.record_floor}"
@@ -775,6 +792,7 @@ class Combiner:
         method: str | None,
         warm_up: bool = False,
         screened: Mapping[str, tuple[Reason, str]] | None = None,
+        scoped: frozenset[str] | None = None,
     ) -> list[SiteValuation]:
         """Scores and reasons for every candidate from the accumulated values (see the module
         docstring): ``values`` holds this round's validation value of every update that passed
@@ -782,8 +800,10 @@ class Combiner:
         ``warm_up`` with ``warm_up_floor`` below 1: ``accumulated`` holds the warm-up's own
         shares (the caller accumulates them, :func:`~fedtrail.valuation.round.value_round`)
         and each score below the full one is raised to at least ``warm_up_floor`` of it
-        (:func:`~fedtrail.valuation.standing.floored_score`). ``screened``: :meth:`screen`'s
-        verdicts on the same inputs when the caller has them (screened again otherwise)."""
+        (:func:`~fedtrail.valuation.standing.floored_score`); with ``scoped`` (``warm_up_scope``
+        1: :func:`~fedtrail.valuation.standing.outweighing`) only those sites are, every other
+        passer keeps the full score. ``screened``: :meth:`screen`'s verdicts on the same inputs
+        when the caller has them (screened again otherwise)."""
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
         if screened is None:
             screened = self.screen(candidates, robust)
@@ -812,6 +832,8 @@ class Combiner:
                 score = demoted_score(total - own, demote_scale=self.demote_scale)
                 if provisional:
                     score = floored_score(score, self.warm_up_floor)
+                    if scoped is not None and c.site not in scoped:
+                        score = SCORE_SCALE  # warm_up_scope 1: it outweighs no vouched site
                 unrelieved = (
                     ""
                     if own == reference

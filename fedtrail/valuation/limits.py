@@ -253,6 +253,7 @@ UNBOUNDED: Final = frozenset(
         "dp_noise_check",
         "record_floor",
         "size_norm_count",
+        "warm_up_scope",
     }
 )
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
@@ -270,7 +271,10 @@ it was valued with; a larger floor is nearer to off. ``size_norm_count`` has non
 positive value only lowers the count ``size_norm_z``'s allowance is judged against, so it only
 takes that screen's rejections back (never past the raw screen, whose ``max_norm_z`` is
 bounded), and its strictest, 0 (none), is the rule ``size_norm_z`` T (bounded) was consented
-to with."""
+to with. ``warm_up_scope`` has none either: it acts only under ``warm_up_floor`` below 1
+(bounded), and either value scores the warm-up's updates between the floor and the full score;
+1 scores fewer of them (the outweighing ones only) and 0, what terms without it read as, is the
+floor's rule sites consented to before it."""
 
 
 LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {
@@ -449,10 +453,11 @@ class ThresholdLimits:
     consent (``boost_clip = 0.5`` under ``[accept]``). Not bounded on the loose side (off, its
     loosest, is the default), as ``max_norm_ratio``."""
     warm_up_floor: float = WARM_UP_FLOOR
-    """Only off (1) by default, the product's default: below 1 the warm-up round's shares are
-    accumulated and its scores floored (:func:`~fedtrail.valuation.standing.floored_score`),
-    so turning it on takes the sites' consent (``warm_up_floor = 0.5`` under
-    ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
+    """At least 0.5 by default, the product's default (since session 63, with ``warm_up_scope``
+    1): below 1 the warm-up round's shares are accumulated and its scores floored
+    (:func:`~fedtrail.valuation.standing.floored_score`), so a lower floor takes the sites'
+    consent (``warm_up_floor = 0.25`` under ``[accept]``). Not bounded on the loose side (off,
+    1, the rule terms without it read as)."""
     white_noise_z: float = 1000.0
     """At most the default: higher moves the white-noise screen toward honest updates
     (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose side (off

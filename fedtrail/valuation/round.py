@@ -85,7 +85,13 @@ from fedtrail.valuation.shapley import (
     linear_shapley,
     mc_shapley,
 )
-from fedtrail.valuation.standing import History, accumulate, credited, normalised_values
+from fedtrail.valuation.standing import (
+    History,
+    accumulate,
+    credited,
+    normalised_values,
+    outweighing,
+)
 from fedtrail.valuation.utility import CoalitionUtility, GameValues, scratch_model
 
 __all__ = [
@@ -547,17 +553,24 @@ def _settle(
         carried = None  # as the game's path accumulates in the warm-up
         if comb.warm_up_floor < 1.0:
             carried = _standing_shares(values, cands, robust, comb)
-        kept = accumulate(previous, carried or {})
+        scoped = _scoped(carried, passers, comb)
         return RoundValuation(
             sites=comb.settle(
-                cands, robust, values, kept, method=WARM_UP_ALONE, warm_up=True, screened=screened
+                cands,
+                robust,
+                values,
+                accumulate(previous, carried or {}),
+                method=WARM_UP_ALONE,
+                warm_up=True,
+                screened=screened,
+                scoped=scoped,
             ),
             method=WARM_UP_ALONE,
             evaluations=max(n for _, n in alone.values()),
             v_empty=base,
             v_full=None,
             combiner=comb,
-            accumulated=kept,
+            accumulated=_recorded(previous, carried, scoped),
             normalised=carried,
             square_partials=squares,
         )
@@ -581,17 +594,23 @@ def _settle(
         # warm_up_floor below 1: the warm-up's shares count in the standing too
         normalised = _standing_shares(game.values, cands, robust, comb)
     accumulated = accumulate(previous, normalised or {})
+    scored = accumulated  # what the scores read: in the warm-up every share (floored)
+    scoped = _scoped(normalised, passers, comb) if history.warm_up else None
     if not history.warm_up:  # the records kept within record_floor of their references
         accumulated = comb.floor_records(cands, robust, accumulated, passed=passed_sites(screened))
+        scored = accumulated
+    else:
+        accumulated = _recorded(previous, normalised, scoped)
     return RoundValuation(
         sites=comb.settle(
             cands,
             robust,
             game.values,
-            accumulated,
+            scored,
             method=game.method,
             warm_up=history.warm_up,
             screened=screened,
+            scoped=scoped,
         ),
         method=game.method,
         evaluations=game.evaluations,
@@ -603,6 +622,32 @@ def _settle(
         normalised=normalised,
         square_partials=squares,
     )
+
+
+def _scoped(
+    shares: Mapping[str, float] | None, passers: Sequence[Candidate], comb: Combiner
+) -> frozenset[str] | None:
+    """The warm-up passers scored from their shares under ``warm_up_scope`` 1
+    (:func:`~fedtrail.valuation.standing.outweighing`; none without shares); None (every
+    passer, the rule before it) under ``warm_up_scope`` 0 or with ``warm_up_floor`` off."""
+    if comb.warm_up_floor >= 1.0 or not comb.warm_up_scope:
+        return None
+    if not shares:
+        return frozenset()
+    return outweighing(shares, {c.site: c.num_samples for c in passers})
+
+
+def _recorded(
+    previous: Mapping[str, float],
+    shares: Mapping[str, float] | None,
+    scoped: frozenset[str] | None,
+) -> dict[str, float]:
+    """The warm-up's record: ``previous`` plus its shares, only the ``scoped`` ones' when
+    given (``warm_up_scope`` 1)."""
+    kept = dict(shares or {})
+    if scoped is not None:
+        kept = {s: v for s, v in kept.items() if s in scoped}
+    return accumulate(previous, kept)
 
 
 MAX_UPDATE_TO_MODEL_NORM: Final = 100.0

@@ -182,6 +182,22 @@ def accumulate(previous: Mapping[str, float], normalised: Mapping[str, float]) -
     return out
 
 
+def outweighing(shares: Mapping[str, float], counts: Mapping[str, int]) -> frozenset[str]:
+    """The warm-up passers ``warm_up_scope`` 1 scores and records (README *Scores from
+    standing*): each whose share is negative and whose claimed sample count is above every
+    count of a passer whose share is 0 or more (above 0 when none is): weighted by its count
+    alone, such an update would outweigh every update the game vouches for. ``shares`` the
+    warm-up's (after ``credit_cosine``), ``counts`` the claimed sample counts.
+
+    Measured (issue 12): the warm-up's values are too noisy to score every passer by (an honest
+    pneumonia-heavy site's round-1 share is as negative as a noisy site's, and scoring them all,
+    ``warm_up_scope`` 0, zeroed more honest site-rounds of the accuracy bench's scenario (a)),
+    yet off, the default demo's 45%-noisy hospital-D, the largest site, took the largest weight
+    of round 1 with the lowest value."""
+    vouched = max((counts[s] for s, v in shares.items() if v >= 0), default=0)
+    return frozenset(s for s, v in shares.items() if v < 0 and counts[s] > vouched)
+
+
 def carried_back(
     accumulated: Mapping[str, float], before: Mapping[str, float], sites: Iterable[str]
 ) -> dict[str, float]:

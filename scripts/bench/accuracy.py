@@ -1216,7 +1216,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the combiner's warm_up_floor (below 1 the warm-up round scores updates from its own "
         "normalised values, at least this share of the full score); default: the combiner's "
-        "(1, off)",
+        "(0.5 since session 63; 1 is off)",
+    )
+    parser.add_argument(
+        "--warm-up-scope",
+        type=int,
+        choices=(0, 1),
+        default=None,
+        help="the combiner's warm_up_scope (under warm_up_floor below 1: 1 scores and records "
+        "only the warm-up's outweighing updates, a negative share and a claimed count above "
+        "every non-negative one's; 0 every passer); default: the combiner's",
     )
     parser.add_argument(
         "--record-floor",
@@ -1510,6 +1519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         combiner = replace(combiner, boost_clip=args.boost_clip)
     if args.warm_up_floor is not None:
         combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
+    if args.warm_up_scope is not None:
+        combiner = replace(combiner, warm_up_scope=args.warm_up_scope)
     if args.record_floor is not None:
         combiner = replace(combiner, record_floor=args.record_floor)
     if args.max_norm_ratio is not None:
@@ -1591,6 +1602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metric": args.metric,
             "boost_clip": combiner.boost_clip,
             "warm_up_floor": combiner.warm_up_floor,
+            "warm_up_scope": combiner.warm_up_scope,
             "record_floor": combiner.record_floor,
             "max_norm_ratio": combiner.max_norm_ratio,
             "size_norm_z": combiner.size_norm_z,

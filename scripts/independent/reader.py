@@ -1070,6 +1070,7 @@ LATER_THRESHOLDS = {
     "relief_cosine": -1.0,
     "boost_clip": 0.0,
     "warm_up_floor": 1.0,
+    "warm_up_scope": 0,
     "record_floor": 0.0,
     "white_noise_z": 0.0,
     "shaped_noise_z": 0.0,
@@ -1924,7 +1925,13 @@ def reasons_given(reasons, plain_readable, need_dp, standing, counted, evidenced
 
 
 def standing_scores(
-    st: dict, lsites: dict, passed: list, chain: dict, terms: dict, names: dict
+    st: dict,
+    lsites: dict,
+    passed: list,
+    chain: dict,
+    terms: dict,
+    names: dict,
+    counts: dict | None = None,
 ) -> tuple[bool, str]:
     """README *Standing*, shares and scores, for every round valued with standing (the warm-up
     and a round whose values are all 0 included: before session 52 only a round with shares
@@ -1933,7 +1940,8 @@ def standing_scores(
     (every update that passed the screens has a value, LOW_QUALITY ones too: that reason is
     the standing score's own outcome), ``chain`` address -> (score, reason name) on chain.
     The log's ``normalised`` must be the shares of its values and its whole ``after`` be
-    ``before`` plus them (a95 ``shares``, ``warmup``). Returns (passed, detail)."""
+    ``before`` plus them (a95 ``shares``, ``warmup``). ``counts``: address -> its claimed
+    sample count on chain (``warm_up_scope``). Returns (passed, detail)."""
     cc = terms["valuation"]["combiner"]
     # warm_up_floor below 1: the warm-up round (valued_rounds 0) accumulates its shares and
     # scores each passed update as a later round, at least the floor
@@ -1957,6 +1965,14 @@ def standing_scores(
             and comp_a["cosine"] < cc.get("credit_cosine", -1.0)
         ):
             share[a] = 0.0
+    # warm_up_scope 1 (terms without it: 0): in the warm-up only a share below 0 whose site
+    # claimed more samples than every site with a share of 0 or more (0 when none) is scored
+    # from its share and kept in after; every other passer keeps the full score
+    scope = None
+    if warm and cc.get("warm_up_scope", 0) == 1:
+        cnt = counts or {}
+        top = max((cnt.get(a, 0) for a, v in share.items() if v >= 0), default=0)
+        scope = {a for a, v in share.items() if v < 0 and cnt.get(a, 0) > top}
     logged_share = {k.lower(): v for k, v in (st.get("normalised") or {}).items()}
     ok_share = logged_share == share and (st.get("normalised") is None) == (not share)
     before = {k.lower(): v for k, v in (st.get("before") or {}).items()}
@@ -1998,6 +2014,8 @@ def standing_scores(
             sc = 0
         if warm and sc < SCORE_SCALE:
             sc = max(sc, round(SCORE_SCALE * wfloor))
+        if scope is not None and a not in scope:
+            sc = SCORE_SCALE
         med_a = comp_a.get("median_norm")
         # max_norm_ratio / small_norm_ratio (off at 0): an update above max_norm_ratio median
         # norms keeps max_norm_ratio / (norm / median) of its score, one below small_norm_ratio
@@ -2027,6 +2045,11 @@ def standing_scores(
             f"{names.get(a)} share {share.get(a, 0.0):.6g} after {after.get(a, 0.0):.6g} "
             f"score {sc} (chain {score} {label})"
         )
+    if scope is not None:  # the record keeps the scoped shares only
+        after = dict(before)
+        for a, v in share.items():
+            if a in scope:
+                after[a] = before.get(a, 0.0) + v
     logged_after = {k.lower(): v for k, v in (st.get("after") or {}).items()}
     ok_after = logged_after == after
     return sc_ok and ok_after and ok_share, (
@@ -2427,6 +2450,7 @@ COMBINER_RANGES = {
     "sample_median_self": "{0, 1}",
     "dp_spend_check": "{0, 1}",
     "tiny_size_own": "{0, 1}",
+    "warm_up_scope": "{0, 1}",
     "dp_noise_check": "{0, 1, 2}",
 }
 
@@ -4296,7 +4320,15 @@ def main(argv=None):
         if standing_on and isinstance(st, dict):
             passed = [a for a in vals if onlabel[a] in ("OK", "LOW_QUALITY")]
             chain_scores = {a: (onchain[a][2], onlabel[a]) for a in vals}
-            sc_ok, sc_detail = standing_scores(st, lsites, passed, chain_scores, terms, names)
+            sc_ok, sc_detail = standing_scores(
+                st,
+                lsites,
+                passed,
+                chain_scores,
+                terms,
+                names,
+                {a: onchain[a][1] for a in vals},
+            )
             report(r, "standing.scores", sc_ok, sc_detail)
         # README *Global model*: every rule, with the terms' statistics setting
         weights = {a: onchain[a][4] for a in vals}

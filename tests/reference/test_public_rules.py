@@ -272,7 +272,7 @@ def test_the_warm_up_scores_follow_the_readme(
 
     cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in values]
     robust = {s: RobustStats(cosine=0.5, norm=1.0, norm_z=0.0, median_norm=1.0) for s in values}
-    combiner = _replace(HISTORY_COMBINER, warm_up_floor=floor)
+    combiner = _replace(HISTORY_COMBINER, warm_up_floor=floor, warm_up_scope=0)
     got = {
         v.site: v.score
         for v in combiner.settle(

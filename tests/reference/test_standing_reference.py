@@ -213,3 +213,49 @@ def test_the_record_floor_follows_the_products_rule(cosine_c: float) -> None:
     assert not R.standing_scores(unfloored, sites, sorted(chain), chain, terms, NAMES)[0]
     assert _scores(unfloored, sites, chain)  # TERMS: no record_floor, the unbounded record
     assert not _scores(floored, sites, chain)
+
+
+def test_the_scoped_warm_up_scores_and_keeps_only_the_outweighing_shares() -> None:
+    """Terms with ``warm_up_floor`` 0.5 and ``warm_up_scope`` 1: in the warm-up (valued_rounds
+    0) C (share -0.6, 500 images, more than A's 300 and B's 200, the sites with a share of 0
+    or more) is scored from its share, floored at 500,000, and its share alone is kept in
+    ``after``; A and B keep the full score. An ``after`` holding
+    every share fails, as does a demoted score for a site that outweighs no one. Terms without
+    ``warm_up_scope`` (0, every passer scored and recorded) accept the whole ``after``."""
+    from fedtrail.valuation.standing import outweighing
+
+    base = {**TERMS["valuation"]["combiner"], "warm_up_floor": 0.5}
+    scoped_terms = {"valuation": {"combiner": {**base, "warm_up_scope": 1}}}
+    old = {"valuation": {"combiner": base}}
+    values = {A: 0.3, B: 0.1, C: -0.6}
+    counts = {A: 300, B: 200, C: 500}
+    sites = {s: _entry(v) for s, v in values.items()}
+    shares = normalised_values(values)
+    assert shares is not None
+    assert outweighing(shares, counts) == {C}
+    kept = {C: shares[C]}
+    chain = {A: (1_000_000, "OK"), B: (1_000_000, "OK"), C: (500_000, "OK")}
+    part = _block(previous=None, valued_rounds=0, normalised=shares, after=kept)
+    whole = _block(previous=None, valued_rounds=0, normalised=shares, after=dict(shares))
+
+    def scores(block: dict[str, Any], chain: dict[str, Any], terms: dict[str, Any]) -> bool:
+        ok, _ = R.standing_scores(block, sites, sorted(chain), chain, terms, NAMES, counts)
+        return bool(ok)
+
+    assert scores(part, chain, scoped_terms)
+    assert not scores(whole, chain, scoped_terms)
+    assert scores(whole, chain, old) and not scores(part, chain, old)
+    # C no longer outweighs when A claims 600: C keeps the full score and no record
+    bigger_a = {**counts, A: 600}
+    ok, _ = R.standing_scores(
+        _block(previous=None, valued_rounds=0, normalised=shares, after={}),
+        sites,
+        sorted(chain),
+        {**chain, C: (1_000_000, "OK")},
+        scoped_terms,
+        NAMES,
+        bigger_a,
+    )
+    assert ok
+    wrong = R.standing_scores(part, sites, sorted(chain), chain, scoped_terms, NAMES, bigger_a)
+    assert not wrong[0]

@@ -44,7 +44,7 @@ STRICTER = {
     "credit_cosine": 0.5,
     "relief_cosine": 0.5,
     "boost_clip": 0.9,
-    "warm_up_floor": 0.5,
+    "warm_up_floor": 0.25,
     "white_noise_z": 1e5,
     "shaped_noise_z": 1e5,
     "block_noise_z": 100.0,
@@ -145,8 +145,10 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     }
     # record_floor: no limit on either side (its effect never goes below demote_scale's; 0,
     # off, is the unbounded record of every ledger before it); size_norm_count neither (it only
-    # lowers the count size_norm_z's allowance is judged against: takes rejections back)
-    unbounded_both = {"record_floor", "size_norm_count"}
+    # lowers the count size_norm_z's allowance is judged against: takes rejections back);
+    # warm_up_scope neither (either value scores the warm-up between warm_up_floor, bounded,
+    # and the full score)
+    unbounded_both = {"record_floor", "size_norm_count", "warm_up_scope"}
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest - unbounded_both | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)

@@ -419,12 +419,12 @@ def test_the_warm_up_vote_is_the_one_the_game_would_give(
 def test_a_validators_warm_up_scores_its_alone_gains_under_warm_up_floor(
     sites: RealSites, shards: list[ImageDataset]
 ) -> None:
-    """With ``warm_up_floor`` 0.5 a validator's warm-up vote (no game: each update's alone-gain)
-    accumulates those gains' shares (credited, as a game's values would be: the standing's
-    first) and scores every accepted update from them against the median share, floored at
-    half the full score (a half sign-flipped update is demoted). Honest updates' alone-gains
-    over the initial model are all positive, so only an update that makes the model worse
-    alone is demoted in a validator's warm-up."""
+    """With ``warm_up_floor`` 0.5 and ``warm_up_scope`` 0 a validator's warm-up vote (no game:
+    each update's alone-gain) accumulates those gains' shares (credited, as a game's values
+    would be: the standing's first) and scores every accepted update from them against the
+    median share, floored at half the full score (a half sign-flipped update is demoted).
+    Honest updates' alone-gains over the initial model are all positive, so only an update
+    that makes the model worse alone is demoted in a validator's warm-up."""
     from fedtrail.valuation.standing import (
         credited,
         demoted_score,
@@ -436,7 +436,7 @@ def test_a_validators_warm_up_scores_its_alone_gains_under_warm_up_floor(
     deltas = list(sites.deltas[:5])
     deltas[4] = {k: -0.5 * v for k, v in deltas[4].items()}  # harmful, within the harm check
     cands = _candidates(sites, deltas)
-    combiner = replace(HISTORY_COMBINER, warm_up_floor=0.5)
+    combiner = replace(HISTORY_COMBINER, warm_up_floor=0.5, warm_up_scope=0)
     pv = peer_vector(
         validator=ADDRESSES[0],
         round_id=1,

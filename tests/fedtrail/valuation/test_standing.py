@@ -36,6 +36,7 @@ from fedtrail.valuation.standing import (
     credited,
     floored_score,
     norm_factor,
+    outweighing,
     relieved_reference,
     scaled_score,
 )
@@ -198,15 +199,16 @@ def test_warm_up_settle_floors_the_scores_of_the_accumulated_shares() -> None:
     value (the warm-up's own shares, which the caller accumulates) against the median, as in a
     later round, then raised to the floor: a slightly negative site is demoted in proportion, a
     strongly negative one stops at the floor, the positive ones keep the full score. Off (the
-    preset) the warm-up accumulates nothing and every passer keeps the full score; outside the
-    warm-up the floor does not apply and the strongly negative site is LOW_QUALITY."""
+    rule before session 63) the warm-up accumulates nothing and every passer keeps the full
+    score; outside the warm-up the floor does not apply and the strongly negative site is
+    LOW_QUALITY."""
     sites = "abcde"
     cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in sites]
     robust = {s: RobustStats(cosine=0.5, norm=1.0, norm_z=0.0, median_norm=1.0) for s in sites}
     values = {"a": 0.3, "b": 0.2, "c": 0.1, "d": -0.05, "e": -2.0}
     shares = normalised_values(values)
     assert shares is not None
-    floored = replace(HISTORY_COMBINER, warm_up_floor=0.5)
+    floored = replace(HISTORY_COMBINER, warm_up_floor=0.5, warm_up_scope=0)
     out = {
         v.site: v for v in floored.settle(cands, robust, values, shares, method="s", warm_up=True)
     }
@@ -214,9 +216,10 @@ def test_warm_up_settle_floors_the_scores_of_the_accumulated_shares() -> None:
     assert out["e"].score == SCORE_SCALE // 2 and out["e"].reason is Reason.OK
     assert "accumulated" in out["e"].detail and "floor 0.5" in out["e"].detail
     assert all(out[s].score == SCORE_SCALE for s in "abc")
-    assert HISTORY_COMBINER.warm_up_floor == 1.0  # an opt-in: the preset is off
     kept = {s: 0.0 for s in sites}  # off, the warm-up accumulates nothing
-    off = HISTORY_COMBINER.settle(cands, robust, values, kept, method="s", warm_up=True)
+    off = replace(HISTORY_COMBINER, warm_up_floor=1.0).settle(
+        cands, robust, values, kept, method="s", warm_up=True
+    )
     assert all(v.score == SCORE_SCALE for v in off)
     later = {v.site: v for v in floored.settle(cands, robust, values, shares, method="s")}
     assert later["e"].score == 0 and later["e"].reason is Reason.LOW_QUALITY
@@ -318,7 +321,8 @@ def test_a_real_x10_update_is_cut_and_its_honest_peers_are_not(
 def test_the_warm_up_accumulates_its_shares_only_under_warm_up_floor(
     sites: RealSites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The aggregator's warm-up (a game played, ``History()``): with ``warm_up_floor`` 0.5 its
+    """The aggregator's warm-up (a game played, ``History()``): with ``warm_up_floor`` 0.5 and
+    ``warm_up_scope`` 0 its
     shares are the standing's first (``normalised``, ``accumulated``: the next round starts
     from them) and the site the game values far below the others keeps the floor; off (the
     preset) nothing accumulates and every passer keeps the full score."""
@@ -350,15 +354,77 @@ def test_the_warm_up_accumulates_its_shares_only_under_warm_up_floor(
             combiner=combiner,
         )
 
-    on = warm_up(replace(HISTORY_COMBINER, warm_up_floor=0.5))
+    on = warm_up(replace(HISTORY_COMBINER, warm_up_floor=0.5, warm_up_scope=0))
     assert [v.reason for v in on.sites] == [Reason.OK] * 5
     shares = normalised_values(paid)
     assert on.normalised == shares and on.accumulated == shares
     assert on.sites[4].score == SCORE_SCALE // 2  # its share -0.667: the floor binds
     assert all(v.score == SCORE_SCALE for v in on.sites[:4])
-    off = warm_up(HISTORY_COMBINER)
+    off = warm_up(replace(HISTORY_COMBINER, warm_up_floor=1.0))
     assert off.normalised is None and off.accumulated == {}
     assert all(v.score == SCORE_SCALE for v in off.sites)
+
+
+def test_outweighing_takes_the_negative_shares_above_every_vouched_count() -> None:
+    """``warm_up_scope`` 1's set: a negative share whose claimed count is above every count of
+    a share at 0 or more; an equal count is not above; with no share at 0 or more, every
+    negative one."""
+    shares = {"a": 0.4, "b": 0.0, "c": -0.3, "d": -0.2, "e": -0.1}
+    counts = {"a": 300, "b": 500, "c": 501, "d": 500, "e": 100}
+    assert outweighing(shares, counts) == {"c"}
+    assert outweighing(shares, {**counts, "b": 50}) == {"c", "d"}
+    negative = {"c": -0.5, "d": -0.5}
+    assert outweighing(negative, counts) == {"c", "d"}
+
+
+def test_the_scoped_warm_up_scores_and_records_only_the_outweighing_updates(
+    sites: RealSites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preset's warm-up (``warm_up_floor`` 0.5, ``warm_up_scope`` 1): s3 and s4 have
+    negative values; s4 claims more samples than every site valued at 0 or more and is scored
+    from its share (floored) and recorded, s3 (fewer samples than s0) keeps the full score and
+    no record, where ``warm_up_scope`` 0 demotes and records it too. The log's ``normalised``
+    holds every share either way."""
+    import fedtrail.valuation.round as round_module
+    from fedtrail.valuation.utility import GameValues
+
+    paid = {"s0": 0.004, "s1": 0.003, "s2": 0.002, "s3": -0.003, "s4": -0.02}
+    counts = [400, 300, 200, 100, 500]
+
+    def game(method: str, large_game: str | None, utility: object, seed: int) -> GameValues:
+        return GameValues(
+            values=dict(paid), method="shapley", evaluations=32, v_empty=0.0, v_full=0.0
+        )
+
+    monkeypatch.setattr(round_module, "_play", game)
+
+    def warm_up(combiner: Combiner) -> RoundValuation:
+        return value_round(
+            global_state=sites.global_state,
+            spec=SPEC,
+            candidates=[
+                Candidate(site=f"s{i}", num_samples=counts[i], delta=d)
+                for i, d in enumerate(sites.deltas[:5])
+            ],
+            validation=sites.validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            history=History(),
+            combiner=combiner,
+        )
+
+    shares = normalised_values(paid)
+    assert shares is not None
+    preset = warm_up(HISTORY_COMBINER)
+    assert (HISTORY_COMBINER.warm_up_floor, HISTORY_COMBINER.warm_up_scope) == (0.5, 1)
+    assert preset.normalised == shares and preset.accumulated == {"s4": shares["s4"]}
+    scores = {v.site: v.score for v in preset.sites}
+    assert scores["s4"] == SCORE_SCALE // 2  # share -0.625: the floor binds
+    assert all(scores[s] == SCORE_SCALE for s in ("s0", "s1", "s2", "s3"))
+    every = warm_up(replace(HISTORY_COMBINER, warm_up_scope=0))
+    assert every.accumulated == shares
+    assert {v.site: v.score for v in every.sites}["s3"] < SCORE_SCALE
 
 
 DEMO_ROUND_1 = {
@@ -374,14 +440,16 @@ game does not depend on ``warm_up_floor``). Hospital-D trains on 45% flipped lab
 its delta sign-flipped; both pass every screen in round 1 (README *Set up*)."""
 
 
-def test_only_the_warm_up_floor_keeps_the_demos_noisy_hospital_from_the_largest_weight(
+def test_the_warm_up_floor_keeps_the_demos_noisy_hospital_from_the_largest_weight(
     sites: RealSites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 12's demo bar in round 1: under the preset (``warm_up_floor`` 1, off) every
-    passer of the warm-up keeps the full score, so the weights are the sample shares and the
-    noisy hospital-D (684 images) has the largest; at 0.5 (the opt-in) the demo's round-1
-    values demote D and the sign-flipper E, and hospital-A's weight is the largest. Values as
-    the demo's game gave them (:data:`DEMO_ROUND_1`), updates real."""
+    """Issue 12's demo bar in round 1: under the preset (since session 63 ``warm_up_floor``
+    0.5, ``warm_up_scope`` 1) the demo's round-1 values demote the noisy hospital-D and the
+    sign-flipper E (negative shares, and each claims more images than every hospital the game
+    values at zero or more: A's 474) and hospital-A's weight is the largest; off (1, the rule
+    before) every passer keeps the full score, so the weights are the sample shares and D
+    (684 images) has the largest. Values as the demo's game gave them (:data:`DEMO_ROUND_1`),
+    updates real."""
     import fedtrail.valuation.round as round_module
     from fedtrail.protocol.weights import onchain_weights
     from fedtrail.valuation.utility import GameValues
@@ -416,11 +484,13 @@ def test_only_the_warm_up_floor_keeps_the_demos_noisy_hospital_from_the_largest_
         paid_weights = onchain_weights(counts, [v.score for v in report.sites])
         return {v.site: w for v, w in zip(report.sites, paid_weights, strict=True)}
 
-    preset = weights(default_combiner(True))
-    assert max(preset, key=preset.__getitem__) == "hospital-D"
-    floored = weights(replace(default_combiner(True), warm_up_floor=0.5))
-    assert max(floored, key=floored.__getitem__) == "hospital-A"
-    assert floored["hospital-D"] < floored["hospital-A"] > floored["hospital-E"]
+    preset = weights(default_combiner(True))  # warm_up_floor 0.5, warm_up_scope 1
+    assert max(preset, key=preset.__getitem__) == "hospital-A"
+    assert preset["hospital-D"] < preset["hospital-A"] > preset["hospital-E"]
+    off = weights(replace(default_combiner(True), warm_up_floor=1.0))  # before session 63
+    assert max(off, key=off.__getitem__) == "hospital-D"
+    every = weights(replace(default_combiner(True), warm_up_scope=0))
+    assert every == preset  # D and E outweigh A, B and C: both rules score them alike
 
 
 def test_recorded_thresholds_without_the_norm_bounds_replay_without_them() -> None:
@@ -533,6 +603,8 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             shaped_noise_z=1000.0,
             block_noise_z=8.0,
             record_floor=0.5,
+            warm_up_floor=0.5,
+            warm_up_scope=1,
             stale_support_cosine=0.999995,
             stale_support_overlap=0.99,
         )
@@ -648,9 +720,11 @@ def test_label_noise_site_accumulates_a_falling_value(sites: RealSites) -> None:
     assert second.accumulated["s4"] < first.accumulated["s4"]
     assert second.sites[4].score < SCORE_SCALE
     assert all(v.score == SCORE_SCALE for v in second.sites[:4])
-    # the warm-up round reports values but accumulates nothing
+    # the warm-up round (the preset's scope) shows its shares but the noisy site claims no
+    # more samples than the sites valued above zero: nothing accumulates, every score is full
     warm = _round(sites, deltas, History())["report"]
-    assert warm.normalised is None and warm.accumulated == {}
+    assert warm.normalised is not None and warm.normalised["s4"] < 0
+    assert warm.accumulated == {}
     assert all(v.score == SCORE_SCALE for v in warm.sites)
 
 
