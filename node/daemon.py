@@ -131,6 +131,10 @@ log = logging.getLogger("fedtrail.node")
 STATE_NAME = "state.json"
 RESIDUAL_NAME = "residual.safetensors"
 PENDING_DIR = "pending"
+SET_ASIDE_DIR: Final = "superseded"
+"""Where a record set aside (:meth:`SiteNode._reopened`) keeps an update that never left the
+node, by round and sha256: restored only when the chain holds that record's opening again and
+its commitment (:meth:`SiteNode._restore`)."""
 # The named steps at which the node calls ``hooks.at_step``, each right after it is recorded in
 # state.json: the update is encoded (blob on disk); the commitment is on chain; the blob is on
 # the store (after the commit deadline); the reveal's transaction is mined.
@@ -718,7 +722,9 @@ class SiteNode:
     ) -> RoundRecord | None:
         """Sets aside ``record``, made under an earlier opening of round ``round_id`` of this
         ledger (its key, :attr:`RoundRecord.opened`, is not ``key``): the record goes to
-        :data:`SUPERSEDED_NAME` and the round's pending update and residual are deleted, so
+        :data:`SUPERSEDED_NAME` and the round's pending update and residual are deleted (an
+        update that never left the node kept as a copy in :data:`SET_ASIDE_DIR`, restored only
+        under this record's opening again: :meth:`_restore`), so
         nothing trained, committed or consented to under the earlier terms is ever committed,
         revealed or declined under these (a commitment of the old update that lands again in
         the new branch is then "committed, but lost locally", never revealed; the same opening
@@ -736,10 +742,21 @@ class SiteNode:
         :class:`NodeStateError` and stop: whoever controls the chain could halt every node by
         reopening a round."""
         self._settled.discard(round_id)
+        blob = self._pending_blob(round_id)
+        if record.phase in ("encoded", "committed") and record.sha256 and not record.cid:
+            # never left the node: a copy kept out of pending/ (where _recover never looks),
+            # for a reorganisation back to this opening (_restore)
+            try:
+                data = blob.read_bytes()
+            except FileNotFoundError:
+                data = b""
+            if data and hashlib.sha256(data).hexdigest() == record.sha256:
+                (self.folder / SET_ASIDE_DIR).mkdir(exist_ok=True)
+                atomic_write(self._set_aside_blob(round_id, record.sha256), data)
         # the pending update first: a crash before the record is gone sets it aside again,
         # where one after it, the update kept, would let _recover reveal it under these terms
         self._pending_residual(round_id).unlink(missing_ok=True)
-        self._pending_blob(round_id).unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
         line = json.dumps({"superseded_by": key, "record": asdict(record)}) + "\n"
         path = self.folder / SUPERSEDED_NAME
         before = path.read_bytes() if path.exists() else b""
@@ -785,6 +802,56 @@ class SiteNode:
             else "; the round's terms are checked again as a new round's",
         )
         return kept
+
+    def _set_aside_blob(self, round_id: int, sha256: str) -> Path:
+        return self.folder / SET_ASIDE_DIR / f"update-{round_id}-{sha256}.safetensors"
+
+    def _restore(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
+        """The record of this site's commitment ``on_chain`` made under an opening the chain
+        holds again (a reorganisation back to it, after :meth:`_reopened` set the record aside
+        for another opening): the latest set-aside record of round ``round_id`` made under the
+        round's key as the chain has it now, whose update never left the node and whose
+        commitment is ``on_chain``'s, its update's copy kept (:data:`SET_ASIDE_DIR`). Its
+        bytes go back to pending/ first, then the record to state.json (a crash between:
+        found again here, or by :meth:`_recover`). None: no such record or copy. Before, the
+        copy was deleted and the commitment, which the site consented to, read as withheld."""
+        key = self._opened.get(round_id, "")
+        path = self.folder / SUPERSEDED_NAME
+        if not key or not path.exists():
+            return None
+        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+            try:
+                entry = json.loads(line)
+                raw = entry.get("record") if isinstance(entry, dict) else None
+                if not isinstance(raw, dict) or raw.get("round") != round_id:
+                    continue
+                old = RoundRecord(**raw)
+            except (ValueError, TypeError):
+                continue
+            if old.opened != key or old.phase not in ("encoded", "committed") or old.cid:
+                continue
+            if self._commitment(round_id, old) != on_chain.commitment.removeprefix("0x"):
+                continue
+            kept = self._set_aside_blob(round_id, old.sha256)
+            data = kept.read_bytes() if kept.exists() else b""
+            if hashlib.sha256(data).hexdigest() != old.sha256:
+                continue
+            atomic_write(self._pending_blob(round_id), data)
+            old.phase = "committed"
+            old.note = (f"{old.note} " if old.note else "") + (
+                "[restored: the chain holds this opening and this commitment again]"
+            )
+            self.state.rounds[round_id] = old
+            self._save()
+            kept.unlink(missing_ok=True)
+            log.warning(
+                "round %d: the chain holds the opening %s and this site's commitment made under "
+                "it again (a reorganisation back): its update, set aside, restored",
+                round_id,
+                key,
+            )
+            return old
+        return None
 
     def _pending_blob(self, round_id: int) -> Path:
         return self.folder / PENDING_DIR / f"update-{round_id}.safetensors"
@@ -855,7 +922,8 @@ class SiteNode:
         prepared: PreparedCommit | None = None  # the commitment's preflight, read ahead
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None and on_chain is not None:
-            record = self._recover(round_id, on_chain)  # state.json lost, pending/ kept
+            # state.json lost, pending/ kept; or a reorganisation back to a set-aside opening
+            record = self._recover(round_id, on_chain) or self._restore(round_id, on_chain)
             have_blob = record is not None
         if record is None or not have_blob:
             if on_chain is not None:

@@ -585,20 +585,15 @@ def test_an_older_record_without_its_start_model_is_set_aside_when_mined_again(
     assert aside["record"]["start_sha256"] == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a record set aside has its pending update deleted: when a reorganisation flips "
-    "back to the opening the site consented to (the same key), its commitment there "
-    "cannot be opened and the round is skipped 'lost locally' (reads as withheld); a fix "
-    "keeps a set-aside update by its sha256 and restores it when the chain's opening is "
-    "the superseded record's again and its commitment is on chain",
-)
+@pytest.mark.parametrize("crash", [False, True])
 def test_a_reorg_back_to_the_first_opening_reveals_the_update_committed_there(
-    reopenable: Reopenable,
+    reopenable: Reopenable, monkeypatch: pytest.MonkeyPatch, crash: bool
 ) -> None:
     """Branch A (the site committed a), branch B (the round reopened under other terms: the
     site trains and commits b), then A again, exactly (same block time, terms, windows,
-    the site's commit of a): the site consented to A and holds nothing else to reveal."""
+    the site's commit of a): the site consented to A and holds nothing else to reveal.
+    ``crash``: the node is killed while restoring a (its bytes back in pending/, the record
+    not yet saved); the restarted node restores or recovers it all the same."""
     world = reopenable.world
     w3 = world.env.w3
     node = world.node(0)
@@ -627,6 +622,19 @@ def test_a_reorg_back_to_the_first_opening_reveals_the_update_committed_there(
     )
     assert _open_at(world, first, first.opened_at, windows) == a.opened
     _replay_commit(world, node, a.sha256, a.num_samples)
+    if crash:
+        write = daemon_module.atomic_write
+
+        def crash_after_restore(path: Path, data: bytes) -> None:
+            write(path, data)
+            if path == world.folder(0) / "pending" / f"update-{world.round}.safetensors":
+                raise _Crash
+
+        monkeypatch.setattr(daemon_module, "atomic_write", crash_after_restore)
+        with pytest.raises(_Crash):
+            node.participate(world.round)
+        monkeypatch.setattr(daemon_module, "atomic_write", write)
+        node = world.node(0)
     record = node.participate(world.round)
     assert record is not None and record.phase == "committed", record
     world.close_commits()
