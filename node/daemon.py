@@ -131,6 +131,10 @@ log = logging.getLogger("fedtrail.node")
 STATE_NAME = "state.json"
 RESIDUAL_NAME = "residual.safetensors"
 PENDING_DIR = "pending"
+SET_ASIDE_DIR: Final = "superseded"
+"""Where a record set aside (:meth:`SiteNode._reopened`) keeps an update that never left the
+node, by round and sha256: restored only when the chain holds that record's opening again and
+its commitment (:meth:`SiteNode._restore`)."""
 # The named steps at which the node calls ``hooks.at_step``, each right after it is recorded in
 # state.json: the update is encoded (blob on disk); the commitment is on chain; the blob is on
 # the store (after the commit deadline); the reveal's transaction is mined.
@@ -327,6 +331,11 @@ class RoundRecord:
     for the round (0: none), so that a decline a chain reorganisation dropped is committed
     again while the commit window is open, with the same reason (before, the reason was only
     in ``note`` and a dropped decline left the site reading as absent)."""
+    start_sha256: str = ""
+    """sha256 of the round's start model as the chain named it when :attr:`opened` was stamped
+    (empty in older records): an opening mined again at another time under the same terms,
+    start model and windows keeps the update trained for it (:meth:`SiteNode._same_opening`);
+    an older record without it is set aside as under other terms."""
 
 
 _DECLINED_NOTE: Final = re.compile(r" \[declined on chain \(([a-z ]+)\) in tx ([^\s\]]+)\]\Z")
@@ -539,6 +548,9 @@ class SiteNode:
         self.state = NodeState.load(self.state_path)
         self._opened: dict[int, str] = {}
         """:meth:`RoundInfo.key` of each round :meth:`participate` saw; stamped on its record."""
+        self._starts: dict[int, str] = {}
+        """The start model's sha256 of each round :meth:`participate` saw; stamped with
+        :attr:`_opened`'s key (:attr:`RoundRecord.start_sha256`)."""
         self._settled: set[int] = set()
         """Rounds whose finished record :meth:`participate` found settled (:meth:`_droppable`
         false): the run loop polls a finished round again only until it is here."""
@@ -585,6 +597,7 @@ class SiteNode:
             rec = self.state.rounds.get(r)
             if rec is not None and not rec.opened:
                 rec.opened = key
+                rec.start_sha256 = self._starts.get(r, "")
         self.state.save(self.state_path)
 
     def _check_opened(
@@ -606,12 +619,15 @@ class SiteNode:
         if self._opened.get(round_id, key) != key:
             self.scorer.forget(round_id)  # a145: the round was opened again under this process
         self._opened[round_id] = key
+        self._starts[round_id] = info.start_sha256.removeprefix("0x")
         if record is None:
             return None
         if record.opened:
             if record.opened == key:
                 return record
             if record.opened.split("/", 1)[0] == self.ledger.address:
+                if self._same_opening(round_id, record, info):
+                    return self._kept(round_id, record, key)
                 return self._reopened(round_id, record, key, still_open=info.phase == Phase.OPEN)
             theirs = f"of another ledger ({record.opened}; this ledger's is {key})"
         elif record.phase in ("revealed", "submitted") and (
@@ -627,15 +643,92 @@ class SiteNode:
             "federation is gone for good"
         )
 
+    def _same_opening(self, round_id: int, record: RoundRecord, info: RoundInfo) -> bool:
+        """Whether ``record``, made under an earlier opening of round ``round_id`` of this
+        ledger (another key: :meth:`_reopened` would set it aside), holds an update that stands
+        in the opening the chain has now: the same ``openRound`` mined again later (a shallow
+        reorganisation dropped its block and the transaction came back from the mempool), its
+        commit deadline moved with the block's time and nothing the site consented to changed:
+        the same terms' sha256 and start model (:attr:`RoundRecord.start_sha256`), the chain's
+        windows (and aggregator or peer round) the ones the terms name, as
+        :meth:`_terms_refusal` checks them (``openRound`` sets the windows; the terms' hash does
+        not pin them). Only an update that never left the node (``encoded`` or ``committed``,
+        no CID: its bytes never put on the store), its pending blob here, the round open, and
+        the chain holding no commitment of this site or this update's (the site's own commit
+        transaction replayed in the new branch); a different commitment is not this update's
+        (:meth:`_reopened`, then "lost locally"). Before, the record was set aside and its
+        blob deleted, so the site's replayed commitment was never revealed: the site read as
+        withheld in the most common reorganisation of a round's opening. The terms are read
+        by their hash (kept since this node read them; a store that does not give them
+        raises: retried) and the round's peer record and this site's submission are read."""
+        if record.phase not in ("encoded", "committed") or record.cid or not record.sha256:
+            return False
+        if info.phase != Phase.OPEN or not self._pending_blob(round_id).exists():
+            return False
+        start = info.start_sha256.removeprefix("0x")
+        if not record.start_sha256 or record.start_sha256 != start:
+            return False  # an older record names no start model: set aside as before
+        if record.opened.rpartition("/")[2] != info.terms_sha256.removeprefix("0x"):
+            return False
+        try:
+            terms = self._terms_of(info)
+        except (InvalidTerms, ContentTooLarge):
+            return False
+        peer = self.ledger.get_peer_round(round_id)
+        windows = window_differences(
+            terms,
+            opened_at=info.opened_at,
+            commit_deadline=info.commit_deadline,
+            reveal_deadline=info.reveal_deadline,
+            score_deadlines=None
+            if peer is None
+            else (peer.score_commit_deadline, peer.score_reveal_deadline),
+        )
+        if windows or valuation_mode_difference(terms, peer_round=peer is not None) is not None:
+            return False
+        on_chain = self.ledger.get_submission(round_id, self.address)
+        if on_chain is None:
+            return True
+        ours = self._commitment(round_id, record)
+        return not on_chain.revealed and on_chain.commitment.removeprefix("0x") == ours
+
+    def _kept(self, round_id: int, record: RoundRecord, key: str) -> RoundRecord:
+        """Carries ``record`` over to the opening ``key`` (:meth:`_same_opening`): the key
+        re-stamped, the pending update and residual kept. Its phase goes back to ``encoded``,
+        so :meth:`participate` commits the same bytes again inside the commit window, takes the
+        site's replayed commitment of them as its own (:meth:`_commit`), or skips the round once
+        the commit window is closed with nothing committed (never storing an update the chain
+        holds no commitment of). One write: a crash before it decides again from the chain."""
+        was = record.opened
+        self._settled.discard(round_id)
+        record.opened = key
+        record.start_sha256 = self._starts.get(round_id, record.start_sha256)
+        record.phase = "encoded"
+        record.note = (
+            f"{record.note} " if record.note else ""
+        ) + f"[opened again at another time ({was}), same terms, start model and windows: kept]"
+        self._save()
+        log.warning(
+            "round %d was opened again (was %s, now %s) under the same terms, start model and "
+            "windows (its openRound mined again: a reorganisation): this node's update is kept",
+            round_id,
+            was,
+            key,
+        )
+        return record
+
     def _reopened(
         self, round_id: int, record: RoundRecord, key: str, *, still_open: bool
     ) -> RoundRecord | None:
         """Sets aside ``record``, made under an earlier opening of round ``round_id`` of this
         ledger (its key, :attr:`RoundRecord.opened`, is not ``key``): the record goes to
-        :data:`SUPERSEDED_NAME` and the round's pending update and residual are deleted, so
+        :data:`SUPERSEDED_NAME` and the round's pending update and residual are deleted (an
+        update that never left the node kept as a copy in :data:`SET_ASIDE_DIR`, restored only
+        under this record's opening again: :meth:`_restore`), so
         nothing trained, committed or consented to under the earlier terms is ever committed,
         revealed or declined under these (a commitment of the old update that lands again in
-        the new branch is then "committed, but lost locally", never revealed). None: the round
+        the new branch is then "committed, but lost locally", never revealed; the same opening
+        mined again later is not set aside: :meth:`_same_opening`). None: the round
         is taken as new, every check before training runs on its terms again. A ``skipped``
         record is put in its place instead (not declared on chain: no decline reason says it)
         when the update had left the node (``stored``/``revealed``, or ``skipped`` with its CID
@@ -649,10 +742,21 @@ class SiteNode:
         :class:`NodeStateError` and stop: whoever controls the chain could halt every node by
         reopening a round."""
         self._settled.discard(round_id)
+        blob = self._pending_blob(round_id)
+        if record.phase in ("encoded", "committed") and record.sha256 and not record.cid:
+            # never left the node: a copy kept out of pending/ (where _recover never looks),
+            # for a reorganisation back to this opening (_restore)
+            try:
+                data = blob.read_bytes()
+            except FileNotFoundError:
+                data = b""
+            if data and hashlib.sha256(data).hexdigest() == record.sha256:
+                (self.folder / SET_ASIDE_DIR).mkdir(exist_ok=True)
+                atomic_write(self._set_aside_blob(round_id, record.sha256), data)
         # the pending update first: a crash before the record is gone sets it aside again,
         # where one after it, the update kept, would let _recover reveal it under these terms
         self._pending_residual(round_id).unlink(missing_ok=True)
-        self._pending_blob(round_id).unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
         line = json.dumps({"superseded_by": key, "record": asdict(record)}) + "\n"
         path = self.folder / SUPERSEDED_NAME
         before = path.read_bytes() if path.exists() else b""
@@ -698,6 +802,56 @@ class SiteNode:
             else "; the round's terms are checked again as a new round's",
         )
         return kept
+
+    def _set_aside_blob(self, round_id: int, sha256: str) -> Path:
+        return self.folder / SET_ASIDE_DIR / f"update-{round_id}-{sha256}.safetensors"
+
+    def _restore(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
+        """The record of this site's commitment ``on_chain`` made under an opening the chain
+        holds again (a reorganisation back to it, after :meth:`_reopened` set the record aside
+        for another opening): the latest set-aside record of round ``round_id`` made under the
+        round's key as the chain has it now, whose update never left the node and whose
+        commitment is ``on_chain``'s, its update's copy kept (:data:`SET_ASIDE_DIR`). Its
+        bytes go back to pending/ first, then the record to state.json (a crash between:
+        found again here, or by :meth:`_recover`). None: no such record or copy. Before, the
+        copy was deleted and the commitment, which the site consented to, read as withheld."""
+        key = self._opened.get(round_id, "")
+        path = self.folder / SUPERSEDED_NAME
+        if not key or not path.exists():
+            return None
+        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+            try:
+                entry = json.loads(line)
+                raw = entry.get("record") if isinstance(entry, dict) else None
+                if not isinstance(raw, dict) or raw.get("round") != round_id:
+                    continue
+                old = RoundRecord(**raw)
+            except (ValueError, TypeError):
+                continue
+            if old.opened != key or old.phase not in ("encoded", "committed") or old.cid:
+                continue
+            if self._commitment(round_id, old) != on_chain.commitment.removeprefix("0x"):
+                continue
+            kept = self._set_aside_blob(round_id, old.sha256)
+            data = kept.read_bytes() if kept.exists() else b""
+            if hashlib.sha256(data).hexdigest() != old.sha256:
+                continue
+            atomic_write(self._pending_blob(round_id), data)
+            old.phase = "committed"
+            old.note = (f"{old.note} " if old.note else "") + (
+                "[restored: the chain holds this opening and this commitment again]"
+            )
+            self.state.rounds[round_id] = old
+            self._save()
+            kept.unlink(missing_ok=True)
+            log.warning(
+                "round %d: the chain holds the opening %s and this site's commitment made under "
+                "it again (a reorganisation back): its update, set aside, restored",
+                round_id,
+                key,
+            )
+            return old
+        return None
 
     def _pending_blob(self, round_id: int) -> Path:
         return self.folder / PENDING_DIR / f"update-{round_id}.safetensors"
@@ -768,7 +922,8 @@ class SiteNode:
         prepared: PreparedCommit | None = None  # the commitment's preflight, read ahead
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None and on_chain is not None:
-            record = self._recover(round_id, on_chain)  # state.json lost, pending/ kept
+            # state.json lost, pending/ kept; or a reorganisation back to a set-aside opening
+            record = self._recover(round_id, on_chain) or self._restore(round_id, on_chain)
             have_blob = record is not None
         if record is None or not have_blob:
             if on_chain is not None:

@@ -479,15 +479,16 @@ def _replay_commit(world: World, node: SiteNode, sha256: str, num_samples: int) 
     world.ledger.commit_update(world.env.sites[0], world.round, ours)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the opening's key holds the absolute commit deadline: the same openRound (same "
-    "terms sha256, start model and window lengths: the same consent) re-mined a few seconds "
-    "later reads as reopened under other terms, the committed update is deleted, and the "
-    "site's own commitment replayed from the mempool is skipped 'lost locally' (reads as "
-    "withheld); a fix keys consent on terms sha256 + start sha256 + windows equal to the "
-    "terms (the record would need the start sha256) rather than the deadline",
-)
+def _mine_again(reopenable: Reopenable, info: RoundInfo) -> str:
+    """Drops ``info``'s opening (and all after it) and mines the same ``openRound`` 5 s later,
+    with the windows its terms name; the new key."""
+    world = reopenable.world
+    _revert(world.env.w3, reopenable.before_open)
+    at = max(block_timestamp(world.env.w3), info.opened_at) + 5
+    windows = (info.commit_deadline - info.opened_at, info.reveal_deadline - info.commit_deadline)
+    return _open_at(world, info, at, windows)
+
+
 def test_the_same_opening_mined_again_later_keeps_the_sites_commitment(
     reopenable: Reopenable,
 ) -> None:
@@ -499,11 +500,7 @@ def test_the_same_opening_mined_again_later_keeps_the_sites_commitment(
     node = world.node(0)
     old = node.participate(world.round)
     assert old is not None and old.phase == "committed"
-    info = world.ledger.get_round(world.round)
-    _revert(world.env.w3, reopenable.before_open)
-    at = max(block_timestamp(world.env.w3), info.opened_at) + 5
-    windows = (info.commit_deadline - info.opened_at, info.reveal_deadline - info.commit_deadline)
-    key = _open_at(world, info, at, windows)
+    key = _mine_again(reopenable, world.ledger.get_round(world.round))
     assert key != old.opened  # only the deadline moved
     _replay_commit(world, node, old.sha256, old.num_samples)
     record = node.participate(world.round)
@@ -513,22 +510,90 @@ def test_the_same_opening_mined_again_later_keeps_the_sites_commitment(
     assert done is not None and done.phase == "revealed", done
     on_chain = world.ledger.get_submission(world.round, node.address)
     assert on_chain is not None and on_chain.revealed and on_chain.sha256 == old.sha256
+    assert not (world.folder(0) / SUPERSEDED_NAME).exists()  # kept, not set aside
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a record set aside has its pending update deleted: when a reorganisation flips "
-    "back to the opening the site consented to (the same key), its commitment there "
-    "cannot be opened and the round is skipped 'lost locally' (reads as withheld); a fix "
-    "keeps a set-aside update by its sha256 and restores it when the chain's opening is "
-    "the superseded record's again and its commitment is on chain",
-)
-def test_a_reorg_back_to_the_first_opening_reveals_the_update_committed_there(
+def test_the_same_opening_mined_again_without_the_commit_commits_the_same_bytes(
+    reopenable: Reopenable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same ``openRound`` mined again later, the site's commit not (yet) back: the update
+    kept is committed again, not trained again (the pending blob's bytes, no training)."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    blob = (world.folder(0) / "pending" / f"update-{world.round}.safetensors").read_bytes()
+    key = _mine_again(reopenable, world.ledger.get_round(world.round))
+    assert world.ledger.get_submission(world.round, node.address) is None
+
+    def no_training(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(SiteNode, "_train_and_encode", no_training)
+    for fresh in (False, True):  # the same process, or a restarted node
+        record = (world.node(0) if fresh else node).participate(world.round)
+        assert record is not None and record.phase == "committed", record
+        assert (record.opened, record.sha256) == (key, old.sha256)
+    ours = commitment(node.address, world.round, old.sha256, old.num_samples)
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and on_chain.commitment.removeprefix("0x") == ours
+    assert hashlib.sha256(blob).hexdigest() == old.sha256
+    world.close_commits()
+    done = node.participate(world.round)
+    assert done is not None and done.phase == "revealed", done
+    assert not (world.folder(0) / SUPERSEDED_NAME).exists()
+
+
+def test_the_same_opening_mined_again_with_another_commitment_of_the_site_is_not_kept(
     reopenable: Reopenable,
+) -> None:
+    """The same ``openRound`` mined again, but the chain holds a commitment of this site that
+    is not its update's (whoever holds the site's key committed other bytes): the record is set
+    aside as before and the round is "lost locally", never revealed."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    _mine_again(reopenable, world.ledger.get_round(world.round))
+    _replay_commit(world, node, "ab" * 32, old.num_samples)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert "lost locally" in record.note, record.note
+    (aside,) = _superseded(world)
+    assert aside["record"]["phase"] == "committed"
+
+
+def test_an_older_record_without_its_start_model_is_set_aside_when_mined_again(
+    reopenable: Reopenable,
+) -> None:
+    """A record written before :attr:`RoundRecord.start_sha256` cannot show its update was
+    trained from the start model the chain names now: the rule before it holds (set aside)."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed" and old.start_sha256
+    path = world.folder(0) / "state.json"
+    raw = json.loads(path.read_text())
+    del raw["rounds"][str(world.round)]["start_sha256"]
+    path.write_text(json.dumps(raw))
+    _mine_again(reopenable, world.ledger.get_round(world.round))
+    _replay_commit(world, node, old.sha256, old.num_samples)
+    record = world.node(0).participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert "lost locally" in record.note, record.note
+    (aside,) = _superseded(world)
+    assert aside["record"]["start_sha256"] == ""
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_a_reorg_back_to_the_first_opening_reveals_the_update_committed_there(
+    reopenable: Reopenable, monkeypatch: pytest.MonkeyPatch, crash: bool
 ) -> None:
     """Branch A (the site committed a), branch B (the round reopened under other terms: the
     site trains and commits b), then A again, exactly (same block time, terms, windows,
-    the site's commit of a): the site consented to A and holds nothing else to reveal."""
+    the site's commit of a): the site consented to A and holds nothing else to reveal.
+    ``crash``: the node is killed while restoring a (its bytes back in pending/, the record
+    not yet saved); the restarted node restores or recovers it all the same."""
     world = reopenable.world
     w3 = world.env.w3
     node = world.node(0)
@@ -557,6 +622,19 @@ def test_a_reorg_back_to_the_first_opening_reveals_the_update_committed_there(
     )
     assert _open_at(world, first, first.opened_at, windows) == a.opened
     _replay_commit(world, node, a.sha256, a.num_samples)
+    if crash:
+        write = daemon_module.atomic_write
+
+        def crash_after_restore(path: Path, data: bytes) -> None:
+            write(path, data)
+            if path == world.folder(0) / "pending" / f"update-{world.round}.safetensors":
+                raise _Crash
+
+        monkeypatch.setattr(daemon_module, "atomic_write", crash_after_restore)
+        with pytest.raises(_Crash):
+            node.participate(world.round)
+        monkeypatch.setattr(daemon_module, "atomic_write", write)
+        node = world.node(0)
     record = node.participate(world.round)
     assert record is not None and record.phase == "committed", record
     world.close_commits()
