@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -829,6 +829,34 @@ def test_update_copies_set_aside_are_bounded(reopenable: Reopenable) -> None:
     assert len(left) == daemon_module.SET_ASIDE_KEPT, left
     assert f"update-{world.round}-{old.sha256}.safetensors" in left  # the one just set aside
     assert [p.name for p in older[-3:]] == [n for n in left if old.sha256 not in n]
+
+
+@pytest.mark.parametrize("ledger", ["this", "another"])
+def test_a_set_aside_record_of_another_ledger_is_never_restored(world: World, ledger: str) -> None:
+    """h-323 (f): the commitment binds the site, round, sha256 and sample count, not the
+    ledger: a set-aside record (and its copy) of another ledger's round (state of another
+    federation in this folder) opens this ledger's commitment just as well. Restored only
+    under this ledger's key (the control: the same record under it is restored)."""
+    node = world.node(0)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "committed"
+    pending = world.folder(0) / "pending" / f"update-{world.round}.safetensors"
+    aside = world.folder(0) / daemon_module.SET_ASIDE_DIR
+    aside.mkdir()
+    (aside / f"update-{world.round}-{record.sha256}.safetensors").write_bytes(pending.read_bytes())
+    raw = json.loads(json.dumps(asdict(record)))
+    if ledger == "another":
+        raw["opened"] = "0x" + "11" * 20 + "/" + record.opened.split("/", 1)[1]
+    line = {"superseded_by": record.opened, "record": raw}
+    (world.folder(0) / SUPERSEDED_NAME).write_text(json.dumps(line) + "\n")
+    (world.folder(0) / "state.json").unlink()
+    pending.unlink()
+    again = world.node(0).participate(world.round)
+    assert again is not None
+    if ledger == "another":
+        assert again.phase == "skipped" and "lost locally" in again.note, again
+    else:
+        assert again.phase == "committed" and again.sha256 == record.sha256, again
 
 
 def test_a_dp_update_stored_then_refused_is_not_trained_again_when_reopened(
