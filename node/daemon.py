@@ -135,6 +135,11 @@ SET_ASIDE_DIR: Final = "superseded"
 """Where a record set aside (:meth:`SiteNode._reopened`) keeps an update that never left the
 node, by round and sha256: restored only when the chain holds that record's opening again and
 its commitment (:meth:`SiteNode._restore`)."""
+SET_ASIDE_KEPT: Final = 4
+"""The most update copies :data:`SET_ASIDE_DIR` keeps, all of the latest round set aside (the
+newest first): a reorganisation back to an older round's opening would undo this round's
+opening and that round's close too. Before (h-323), no copy was ever deleted but by a
+restore: one per round reopened and per update trained for it, without bound."""
 # The named steps at which the node calls ``hooks.at_step``, each right after it is recorded in
 # state.json: the update is encoded (blob on disk); the commitment is on chain; the blob is on
 # the store (after the commit deadline); the reveal's transaction is mined.
@@ -336,8 +341,15 @@ class RoundRecord:
     (empty in older records): an opening mined again at another time under the same terms,
     start model and windows keeps the update trained for it (:meth:`SiteNode._same_opening`);
     an older record without it is set aside as under other terms."""
+    put_tried: bool = False
+    """A put of this update on the store was tried and did not return its CID (the store may
+    hold the bytes, h-323): the update may have left the node although :attr:`cid` is empty,
+    so it is never committed again, kept or restored into another opening (a colluder who
+    fetched the bytes could commit them first: the duplicate rule would make this site the
+    copy); a reopening sets it aside as published."""
 
 
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _DECLINED_NOTE: Final = re.compile(r" \[declined on chain \(([a-z ]+)\) in tx ([^\s\]]+)\]\Z")
 """How every node since decline commitments (a42) ends the note of the decline it committed:
 "<why> [declined on chain (<reason's label>) in tx <its hash>]"."""
@@ -606,6 +618,9 @@ class SiteNode:
         info: RoundInfo,
         record: RoundRecord | None,
         on_chain: Submission | None,
+        *,
+        peer: PeerRoundInfo | None = None,
+        peer_read: bool = False,
     ) -> RoundRecord | None:
         """The record to go on with for ``round_id``: ``record`` when it was made for this
         round as the chain has it now; None when it was made for an earlier opening of the
@@ -624,6 +639,22 @@ class SiteNode:
             return None
         if record.opened:
             if record.opened == key:
+                moved = False
+                if record.phase in ("encoded", "committed", "stored"):
+                    try:
+                        moved = self._opening_moved(
+                            round_id, record, info, peer=peer, peer_read=peer_read
+                        )
+                    except (StoreError, *NOT_GIVEN):
+                        # terms not given now (a restarted node keeps none): the record stands,
+                        # as before h-323, rather than a reveal held up at every poll
+                        moved = False
+                if moved:
+                    # the same key, another opening: another start model, or windows other
+                    # than the terms' (the key pins neither; a fresh look declines those)
+                    return self._reopened(
+                        round_id, record, key, still_open=info.phase == Phase.OPEN
+                    )
                 return record
             if record.opened.split("/", 1)[0] == self.ledger.address:
                 if self._same_opening(round_id, record, info):
@@ -663,34 +694,59 @@ class SiteNode:
         raises: retried) and the round's peer record and this site's submission are read."""
         if record.phase not in ("encoded", "committed") or record.cid or not record.sha256:
             return False
+        if record.put_tried:
+            return False
         if info.phase != Phase.OPEN or not self._pending_blob(round_id).exists():
             return False
-        start = info.start_sha256.removeprefix("0x")
-        if not record.start_sha256 or record.start_sha256 != start:
+        if not record.start_sha256:
             return False  # an older record names no start model: set aside as before
         if record.opened.rpartition("/")[2] != info.terms_sha256.removeprefix("0x"):
             return False
-        try:
-            terms = self._terms_of(info)
-        except (InvalidTerms, ContentTooLarge):
-            return False
-        peer = self.ledger.get_peer_round(round_id)
-        windows = window_differences(
-            terms,
-            opened_at=info.opened_at,
-            commit_deadline=info.commit_deadline,
-            reveal_deadline=info.reveal_deadline,
-            score_deadlines=None
-            if peer is None
-            else (peer.score_commit_deadline, peer.score_reveal_deadline),
-        )
-        if windows or valuation_mode_difference(terms, peer_round=peer is not None) is not None:
+        if self._opening_moved(round_id, record, info):
             return False
         on_chain = self.ledger.get_submission(round_id, self.address)
         if on_chain is None:
             return True
         ours = self._commitment(round_id, record)
         return not on_chain.revealed and on_chain.commitment.removeprefix("0x") == ours
+
+    def _opening_moved(
+        self,
+        round_id: int,
+        record: RoundRecord,
+        info: RoundInfo,
+        *,
+        peer: PeerRoundInfo | None = None,
+        peer_read: bool = False,
+    ) -> bool:
+        """Whether the opening the chain holds now is not one ``record``'s update may be sent
+        into: another start model than :attr:`RoundRecord.start_sha256` (when recorded), or
+        windows (and aggregator or peer round) other than the terms name, as
+        :meth:`_terms_refusal` checks them before training (``openRound`` sets the windows;
+        neither the terms' hash nor the key pins them or the start model). With the key (its
+        commit deadline and terms) and windows the terms' own, the opening block's time and
+        both deadlines are the ones the site consented to. ``peer``: the round's peer record
+        when ``peer_read`` (else read here). Terms the store no longer gives raise (retried);
+        terms that do not parse: moved."""
+        start = info.start_sha256.removeprefix("0x")
+        if record.start_sha256 and record.start_sha256 != start:
+            return True
+        try:
+            terms = self._terms_of(info)
+        except (InvalidTerms, ContentTooLarge):
+            return True
+        chain_peer = peer if peer_read else self.ledger.get_peer_round(round_id)
+        windows = window_differences(
+            terms,
+            opened_at=info.opened_at,
+            commit_deadline=info.commit_deadline,
+            reveal_deadline=info.reveal_deadline,
+            score_deadlines=None
+            if chain_peer is None
+            else (chain_peer.score_commit_deadline, chain_peer.score_reveal_deadline),
+        )
+        mode = valuation_mode_difference(terms, peer_round=chain_peer is not None)
+        return bool(windows) or mode is not None
 
     def _kept(self, round_id: int, record: RoundRecord, key: str) -> RoundRecord:
         """Carries ``record`` over to the opening ``key`` (:meth:`_same_opening`): the key
@@ -743,7 +799,8 @@ class SiteNode:
         reopening a round."""
         self._settled.discard(round_id)
         blob = self._pending_blob(round_id)
-        if record.phase in ("encoded", "committed") and record.sha256 and not record.cid:
+        left = bool(record.cid) or record.put_tried
+        if record.phase in ("encoded", "committed") and record.sha256 and not left:
             # never left the node: a copy kept out of pending/ (where _recover never looks),
             # for a reorganisation back to this opening (_restore)
             try:
@@ -753,6 +810,7 @@ class SiteNode:
             if data and hashlib.sha256(data).hexdigest() == record.sha256:
                 (self.folder / SET_ASIDE_DIR).mkdir(exist_ok=True)
                 atomic_write(self._set_aside_blob(round_id, record.sha256), data)
+                self._prune_set_aside(round_id, keep=record.sha256)
         # the pending update first: a crash before the record is gone sets it aside again,
         # where one after it, the update kept, would let _recover reveal it under these terms
         self._pending_residual(round_id).unlink(missing_ok=True)
@@ -763,7 +821,7 @@ class SiteNode:
         atomic_write(path, before + line.encode("utf-8"))
         # on the store: stored or revealed, or skipped after that (a reveal refused: its CID
         # kept), which a check of the phase alone took for an update that never left (h-319)
-        published = record.phase in ("stored", "revealed", "submitted") or bool(record.cid)
+        published = record.phase in ("stored", "revealed", "submitted") or left
         was = f"round {round_id} was opened again under other terms or deadlines"
         note = ""
         if published:
@@ -783,6 +841,7 @@ class SiteNode:
             kept = RoundRecord(round=round_id, phase="skipped", opened=key)
             if published:
                 kept.cid, kept.sha256 = record.cid, record.sha256
+                kept.put_tried = record.put_tried
                 kept.epsilon_micro = record.epsilon_micro
             kept.note = note
             self.state.rounds[round_id] = kept
@@ -803,10 +862,33 @@ class SiteNode:
         )
         return kept
 
+    def _prune_set_aside(self, round_id: int, *, keep: str) -> None:
+        """Deletes the update copies of :data:`SET_ASIDE_DIR` but the newest
+        :data:`SET_ASIDE_KEPT` of round ``round_id`` (``keep``'s, just written, among them)."""
+        mine: list[tuple[float, Path]] = []
+        for path in (self.folder / SET_ASIDE_DIR).glob("update-*.safetensors"):
+            if path == self._set_aside_blob(round_id, keep):
+                continue
+            try:
+                if path.name.startswith(f"update-{round_id}-"):
+                    mine.append((path.stat().st_mtime, path))
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+        for _, path in sorted(mine, reverse=True)[SET_ASIDE_KEPT - 1 :]:
+            path.unlink(missing_ok=True)
+
     def _set_aside_blob(self, round_id: int, sha256: str) -> Path:
         return self.folder / SET_ASIDE_DIR / f"update-{round_id}-{sha256}.safetensors"
 
-    def _restore(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
+    def _restore(
+        self,
+        round_id: int,
+        on_chain: Submission,
+        info: RoundInfo,
+        peer: PeerRoundInfo | None,
+    ) -> RoundRecord | None:
         """The record of this site's commitment ``on_chain`` made under an opening the chain
         holds again (a reorganisation back to it, after :meth:`_reopened` set the record aside
         for another opening): the latest set-aside record of round ``round_id`` made under the
@@ -814,12 +896,17 @@ class SiteNode:
         commitment is ``on_chain``'s, its update's copy kept (:data:`SET_ASIDE_DIR`). Its
         bytes go back to pending/ first, then the record to state.json (a crash between:
         found again here, or by :meth:`_recover`). None: no such record or copy. Before, the
-        copy was deleted and the commitment, which the site consented to, read as withheld."""
+        copy was deleted and the commitment, which the site consented to, read as withheld.
+        The key pins neither the start model nor the windows: the opening is held to the
+        record's start model and to the terms' windows (:meth:`_opening_moved`, ``peer`` the
+        round's peer record); a put tried (:attr:`RoundRecord.put_tried`), a line unreadable
+        or of the wrong types is passed over (h-323)."""
         key = self._opened.get(round_id, "")
         path = self.folder / SUPERSEDED_NAME
         if not key or not path.exists():
             return None
-        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+        # the node's own file, read leniently: a line it cannot read is skipped, not raised
+        for line in reversed(path.read_bytes().decode("utf-8", "replace").splitlines()):
             try:
                 entry = json.loads(line)
                 raw = entry.get("record") if isinstance(entry, dict) else None
@@ -830,8 +917,16 @@ class SiteNode:
                 continue
             if old.opened != key or old.phase not in ("encoded", "committed") or old.cid:
                 continue
+            if old.put_tried:
+                continue
+            if not isinstance(old.sha256, str) or not _SHA256_HEX.fullmatch(old.sha256):
+                continue
+            if not isinstance(old.num_samples, int) or not isinstance(old.start_sha256, str):
+                continue
             if self._commitment(round_id, old) != on_chain.commitment.removeprefix("0x"):
                 continue
+            if self._opening_moved(round_id, old, info, peer=peer, peer_read=True):
+                continue  # the same key, another opening (start model, windows): not restored
             kept = self._set_aside_blob(round_id, old.sha256)
             data = kept.read_bytes() if kept.exists() else b""
             if hashlib.sha256(data).hexdigest() != old.sha256:
@@ -887,7 +982,14 @@ class SiteNode:
         view = self.ledger.site_round(round_id, self.address)
         view_at = time.monotonic()  # the chain's clock was read no later than this
         info, on_chain = view.info, view.submission
-        record = self._check_opened(round_id, info, self.state.rounds.get(round_id), on_chain)
+        record = self._check_opened(
+            round_id,
+            info,
+            self.state.rounds.get(round_id),
+            on_chain,
+            peer=view.peer,
+            peer_read=True,
+        )
         if (
             record is not None
             and record.phase in FINAL_PHASES
@@ -923,7 +1025,9 @@ class SiteNode:
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None and on_chain is not None:
             # state.json lost, pending/ kept; or a reorganisation back to a set-aside opening
-            record = self._recover(round_id, on_chain) or self._restore(round_id, on_chain)
+            record = self._recover(round_id, on_chain) or self._restore(
+                round_id, on_chain, info, view.peer
+            )
             have_blob = record is not None
         if record is None or not have_blob:
             if on_chain is not None:
@@ -1003,7 +1107,13 @@ class SiteNode:
             return record
         if record.phase == "committed":
             # The daemon may have crashed between the store's put and recording it: put again.
-            record.cid = self.store.put(self._pending_blob(round_id).read_bytes())  # put pins
+            try:
+                record.cid = self.store.put(self._pending_blob(round_id).read_bytes())  # pins
+            except BaseException:
+                # the store may have taken the bytes (h-323): never committed again elsewhere
+                record.put_tried = True
+                self._save()
+                raise
             record.phase = "stored"
             self._save()
             log.info("round %d: stored update %s", round_id, record.cid)
@@ -1043,7 +1153,12 @@ class SiteNode:
                 record.tx_hash or "?",
             )
             return "decline"
-        if on_chain is None and record.phase == "committed" and now <= info.commit_deadline:
+        if (
+            on_chain is None
+            and record.phase == "committed"
+            and not record.put_tried  # the store may hold it: not committed again (h-323)
+            and now <= info.commit_deadline
+        ):
             log.warning(
                 "round %d: the chain no longer holds this site's commitment (tx %s: a "
                 "reorganisation?); committing again",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+import os
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,17 @@ from web3.types import RPCEndpoint
 
 import fedtrail.node.daemon as daemon_module
 from fedtrail.chain import advance_time, block_timestamp
+from fedtrail.errors import StoreUnreachable
 from fedtrail.ledger import Ledger, RoundInfo, commitment, read_decline
+from fedtrail.ml.models import initial_model
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.node.daemon import NodeHooks, NodeState, SiteNode
 from fedtrail.node.scoring import SUPERSEDED_NAME
 from fedtrail.protocol.codes import Decline
+from fedtrail.storage.codec import encode_model
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
 from tests.fixtures.chain import ChainEnv
-from tests.node.test_daemon import World
+from tests.node.test_daemon import SPEC, World
 
 pytestmark = [pytest.mark.anvil, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -483,7 +487,7 @@ def _mine_again(reopenable: Reopenable, info: RoundInfo) -> str:
     """Drops ``info``'s opening (and all after it) and mines the same ``openRound`` 5 s later,
     with the windows its terms name; the new key."""
     world = reopenable.world
-    _revert(world.env.w3, reopenable.before_open)
+    reopenable.before_open = _revert(world.env.w3, reopenable.before_open)  # reopenable again
     at = max(block_timestamp(world.env.w3), info.opened_at) + 5
     windows = (info.commit_deadline - info.opened_at, info.reveal_deadline - info.commit_deadline)
     return _open_at(world, info, at, windows)
@@ -644,22 +648,14 @@ def test_a_reorg_back_to_the_first_opening_reveals_the_update_committed_there(
     assert on_chain is not None and on_chain.revealed and on_chain.sha256 == a.sha256
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the opening's key is the ledger, the commit deadline and the terms' sha256 only: "
-    "an opening at another time with the same deadline (another commit window, another "
-    "reveal deadline) reads as the same round, the record is kept and the dropped commit "
-    "sent again, where a fresh look declines windows other than the terms' (a40); a fix "
-    "adds opened_at and the reveal deadline to the key, old 3-part keys compared on their "
-    "parts",
-)
 def test_an_opening_with_the_same_deadline_and_other_windows_is_checked_again(
     reopenable: Reopenable,
 ) -> None:
     """Whoever controls the chain reopens the round under the same terms and the same commit
     deadline, but later (a commit window shorter than the terms') and with a reveal window
     cut to the contract's minimum: the site's consent to the first opening's windows does
-    not hold for these."""
+    not hold for these. Before (h-323), the key (ledger, commit deadline, terms) matched and the
+    record was kept: the dropped commit was sent again into windows the site never accepted."""
     world = reopenable.world
     node = world.node(0)
     old = node.participate(world.round)
@@ -673,6 +669,194 @@ def test_an_opening_with_the_same_deadline_and_other_windows_is_checked_again(
     assert record is not None and record.phase == "skipped", record
     assert record.declined == Decline.WINDOWS
     assert _declined(world, node) is Decline.WINDOWS
+
+
+def _same_key_other_windows(reopenable: Reopenable) -> RoundInfo:
+    """The round's opening dropped and mined again 5 s later with the same commit deadline
+    (so the same key) and a 10-s reveal window: windows other than the terms'."""
+    world = reopenable.world
+    info = world.ledger.get_round(world.round)
+    _revert(world.env.w3, reopenable.before_open)
+    at = max(block_timestamp(world.env.w3), info.opened_at) + 5
+    assert _open_at(world, info, at, (info.commit_deadline - at, 10)) == info.key(
+        world.ledger.address
+    )
+    return info
+
+
+def test_a_replayed_commitment_under_the_same_key_and_other_windows_is_never_revealed(
+    reopenable: Reopenable,
+) -> None:
+    """h-323 (a): the same key, windows other than the terms', and the site's own commit
+    transaction replayed into the new opening. The record must not be kept (the windows), nor
+    restored from the copy set aside (``_restore`` matched the key and the commitment only):
+    the commitment reads as "lost locally", the update is never revealed."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    _same_key_other_windows(reopenable)
+    _replay_commit(world, node, old.sha256, old.num_samples)
+    for fresh in (False, True):  # the same process, or a restarted node
+        record = (world.node(0) if fresh else node).participate(world.round)
+        assert record is not None and record.phase == "skipped", record
+        assert "lost locally" in record.note, record.note
+    world.close_commits()
+    node.participate(world.round)
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and not on_chain.revealed, "revealed into windows not accepted"
+
+
+def test_an_opening_with_the_same_key_and_another_start_model_keeps_no_update(
+    reopenable: Reopenable,
+) -> None:
+    """h-323 (a): the terms' hash does not pin the start model, nor does the key: the round's
+    opening mined again at the same time (the same key) from another start model. The update
+    trained from the first start model must not be revealed into it (a delta from another
+    model: valued as harmful, the site blamed): with the site's commit replayed, "lost
+    locally"; without, it is not committed again."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed" and old.start_sha256
+    info = world.ledger.get_round(world.round)
+    other = encode_model(initial_model(SPEC, 1).state_dict(), spec=SPEC, round=0)
+    moved = replace(
+        info,
+        start_cid=world.store.put(other),
+        start_sha256=hashlib.sha256(other).hexdigest(),
+    )
+    windows = (info.commit_deadline - info.opened_at, info.reveal_deadline - info.commit_deadline)
+    _revert(world.env.w3, reopenable.before_open)
+    assert _open_at(world, moved, info.opened_at, windows) == old.opened  # the same key
+    _replay_commit(world, node, old.sha256, old.num_samples)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert "lost locally" in record.note, record.note
+    world.close_commits()
+    node.participate(world.round)
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and not on_chain.revealed, "revealed under another start model"
+
+
+@pytest.mark.parametrize("bad", ["bytes", "types"])
+def test_an_unreadable_set_aside_file_does_not_stop_the_node(world: World, bad: str) -> None:
+    """h-323 (d): ``superseded.jsonl`` is read when the chain holds a commitment the node has
+    no record of; bytes that are not UTF-8, or a record line of the wrong types (an older
+    node's, a disk error), raised out of ``participate`` at every poll (UnicodeDecodeError,
+    TypeError): the round is "lost locally" instead, as without the file."""
+    node = world.node(0)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "committed"
+    key = record.opened
+    (world.folder(0) / "state.json").unlink()
+    (world.folder(0) / "pending" / f"update-{world.round}.safetensors").unlink()
+    wrong = {"round": world.round, "phase": "committed", "opened": key, "sha256": 5}
+    lines = [b"[1, 2]", json.dumps({"record": wrong}).encode()]
+    if bad == "bytes":
+        lines.append(b"\xff\xfe not utf-8")
+    (world.folder(0) / SUPERSEDED_NAME).write_bytes(b"\n".join(lines) + b"\n")
+    again = world.node(0).participate(world.round)
+    assert again is not None and again.phase == "skipped", again
+    assert "lost locally" in again.note, again.note
+
+
+def test_an_update_the_store_took_without_its_cid_recorded_is_not_committed_again(
+    reopenable: Reopenable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """h-323 (c): "never left the node" was read as "no CID recorded", but the blob goes to
+    the store before its CID is saved: a put the store took and then failed (a timeout, an
+    aggregator's store answering an error) left a ``committed`` record without a CID whose
+    bytes the store's operator holds. The same opening mined again kept it and committed the
+    same bytes again, which a colluder who fetched them could commit first (the duplicate
+    rule, by commit order, makes this site the copy). Now the tried put is recorded
+    (:attr:`RoundRecord.put_tried`) and the update is taken as published."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    info = world.ledger.get_round(world.round)
+    world.close_commits()
+    put = type(world.store).put
+
+    def took_then_failed(self: Any, data: bytes) -> str:
+        put(self, data)  # the store holds the bytes; the node never learns their CID
+        raise StoreUnreachable("timed out")
+
+    monkeypatch.setattr(type(world.store), "put", took_then_failed)
+    with pytest.raises(StoreUnreachable):
+        node.participate(world.round)
+    monkeypatch.setattr(type(world.store), "put", put)
+    assert node.state.rounds[world.round].phase == "committed"
+    assert not node.state.rounds[world.round].cid
+    _mine_again(reopenable, info)
+    record = node.participate(world.round)
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    ours = commitment(node.address, world.round, old.sha256, old.num_samples)
+    assert on_chain is None or on_chain.commitment.removeprefix("0x") != ours, (
+        f"bytes the store holds committed again ({record})"
+    )
+    assert record is not None and record.phase == "skipped", record
+    assert "nor trained again" in record.note, record.note
+    for again in (120, 150):  # a later reopening under other terms sees it as published too
+        reopenable.reopen(commit_seconds=again)
+        later = world.node(0).participate(world.round)
+        assert later is not None and later.phase == "skipped", later
+        assert world.ledger.get_submission(world.round, node.address) is None, "trained again"
+
+
+def test_update_copies_set_aside_are_bounded(reopenable: Reopenable) -> None:
+    """h-323 (e): a copy of an update that never left the node is kept when its record is set
+    aside (for a reorganisation back to that opening), and was deleted only by a restore: a
+    controller reopening rounds under other terms (other training, other bytes) grew the
+    folder by an update per reopening, without bound. Now only the newest
+    ``SET_ASIDE_KEPT`` copies of the latest round set aside are kept."""
+    world = reopenable.world
+    node = world.node(0)
+    old = node.participate(world.round)
+    assert old is not None and old.phase == "committed"
+    aside = world.folder(0) / daemon_module.SET_ASIDE_DIR
+    aside.mkdir()
+    older = [aside / f"update-{world.round - 1}-{'0' * 64}.safetensors"]
+    older += [aside / f"update-{world.round}-{i:064x}.safetensors" for i in range(6)]
+    for i, path in enumerate(older):
+        path.write_bytes(b"an earlier copy")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    reopenable.reopen()
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "committed", record
+    left = sorted(p.name for p in aside.iterdir())
+    assert len(left) == daemon_module.SET_ASIDE_KEPT, left
+    assert f"update-{world.round}-{old.sha256}.safetensors" in left  # the one just set aside
+    assert [p.name for p in older[-3:]] == [n for n in left if old.sha256 not in n]
+
+
+@pytest.mark.parametrize("ledger", ["this", "another"])
+def test_a_set_aside_record_of_another_ledger_is_never_restored(world: World, ledger: str) -> None:
+    """h-323 (f): the commitment binds the site, round, sha256 and sample count, not the
+    ledger: a set-aside record (and its copy) of another ledger's round (state of another
+    federation in this folder) opens this ledger's commitment just as well. Restored only
+    under this ledger's key (the control: the same record under it is restored)."""
+    node = world.node(0)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "committed"
+    pending = world.folder(0) / "pending" / f"update-{world.round}.safetensors"
+    aside = world.folder(0) / daemon_module.SET_ASIDE_DIR
+    aside.mkdir()
+    (aside / f"update-{world.round}-{record.sha256}.safetensors").write_bytes(pending.read_bytes())
+    raw = json.loads(json.dumps(asdict(record)))
+    if ledger == "another":
+        raw["opened"] = "0x" + "11" * 20 + "/" + record.opened.split("/", 1)[1]
+    line = {"superseded_by": record.opened, "record": raw}
+    (world.folder(0) / SUPERSEDED_NAME).write_text(json.dumps(line) + "\n")
+    (world.folder(0) / "state.json").unlink()
+    pending.unlink()
+    again = world.node(0).participate(world.round)
+    assert again is not None
+    if ledger == "another":
+        assert again.phase == "skipped" and "lost locally" in again.note, again
+    else:
+        assert again.phase == "committed" and again.sha256 == record.sha256, again
 
 
 def test_a_dp_update_stored_then_refused_is_not_trained_again_when_reopened(
