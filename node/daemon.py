@@ -92,7 +92,7 @@ from fedtrail.ml.training import (
     train_local,
 )
 from fedtrail.node.config import NodeConfig
-from fedtrail.node.scoring import SUPERSEDED_NAME, PeerScorer, set_aside
+from fedtrail.node.scoring import SUPERSEDED_NAME, PeerScorer
 from fedtrail.protocol.codes import Decline, Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog
@@ -815,7 +815,10 @@ class SiteNode:
         # where one after it, the update kept, would let _recover reveal it under these terms
         self._pending_residual(round_id).unlink(missing_ok=True)
         blob.unlink(missing_ok=True)
-        path = set_aside(self.folder, {"superseded_by": key, "record": asdict(record)})
+        line = json.dumps({"superseded_by": key, "record": asdict(record)}) + "\n"
+        path = self.folder / SUPERSEDED_NAME
+        before = path.read_bytes() if path.exists() else b""
+        atomic_write(path, before + line.encode("utf-8"))
         # on the store: stored or revealed, or skipped after that (a reveal refused: its CID
         # kept), which a check of the phase alone took for an update that never left (h-319)
         published = record.phase in ("stored", "revealed", "submitted") or left

@@ -112,15 +112,6 @@ again under other terms or deadlines, a JSON line each with the key of the round
 them (:meth:`node.daemon.SiteNode._reopened`, :meth:`PeerScorer._check_opened`)."""
 
 
-def set_aside(folder: Path, entry: Mapping[str, object]) -> Path:
-    """Appends ``entry`` as one JSON line to ``folder``'s :data:`SUPERSEDED_NAME` (rewritten
-    whole, atomically: a crash leaves the file before or after the line); its path."""
-    path = folder / SUPERSEDED_NAME
-    before = path.read_bytes() if path.exists() else b""
-    atomic_write(path, before + (json.dumps(dict(entry)) + "\n").encode("utf-8"))
-    return path
-
-
 @dataclass
 class ScoreRecord:
     """What this site did as a validator in one round, as persisted."""
@@ -251,7 +242,10 @@ class PeerScorer:
                 f"({record.opened}; this ledger's is {key}): this folder's validator "
                 "state is not this ledger's. Give the node a folder of its own for this ledger"
             )
-        aside = set_aside(self.folder, {"superseded_by": key, "scores": asdict(record)})
+        line = json.dumps({"superseded_by": key, "scores": asdict(record)}) + "\n"
+        aside = self.folder / SUPERSEDED_NAME
+        before = aside.read_bytes() if aside.exists() else b""
+        atomic_write(aside, before + line.encode("utf-8"))
         del self.state.rounds[round_id]
         self._save()
         log.warning(
