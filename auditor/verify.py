@@ -145,6 +145,7 @@ from fedtrail.protocol.terms import (
     MAX_TERMS_BYTES,
     InvalidTerms,
     RoundTerms,
+    opening_differences,
     payment_differences,
     valuation_mode_difference,
     window_differences,
@@ -3774,15 +3775,7 @@ def _check_declined(
         # the peer record, read (one request) only to weigh a windows decline
         windowed = Decline.WINDOWS in declines.values()
         peer = ledger.get_peer_round(info.id) if windowed else None
-        windows = window_differences(
-            terms,
-            opened_at=info.opened_at,
-            commit_deadline=info.commit_deadline,
-            reveal_deadline=info.reveal_deadline,
-            score_deadlines=None
-            if peer is None
-            else (peer.score_commit_deadline, peer.score_reveal_deadline),
-        )
+        windows = opening_differences(terms, info, peer)
         if windowed:
             mode = valuation_mode_difference(terms, peer_round=peer is not None)
             windows += [] if mode is None else [mode]

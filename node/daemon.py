@@ -100,9 +100,9 @@ from fedtrail.protocol.terms import (
     MAX_TERMS_BYTES,
     InvalidTerms,
     RoundTerms,
+    opening_differences,
     payment_differences,
     valuation_mode_difference,
-    window_differences,
 )
 from fedtrail.storage.codec import (
     decode_model,
@@ -736,15 +736,7 @@ class SiteNode:
         except (InvalidTerms, ContentTooLarge):
             return True
         chain_peer = peer if peer_read else self.ledger.get_peer_round(round_id)
-        windows = window_differences(
-            terms,
-            opened_at=info.opened_at,
-            commit_deadline=info.commit_deadline,
-            reveal_deadline=info.reveal_deadline,
-            score_deadlines=None
-            if chain_peer is None
-            else (chain_peer.score_commit_deadline, chain_peer.score_reveal_deadline),
-        )
+        windows = opening_differences(terms, info, chain_peer)
         mode = valuation_mode_difference(terms, peer_round=chain_peer is not None)
         return bool(windows) or mode is not None
 
@@ -1277,15 +1269,7 @@ class SiteNode:
                 f"the committed terms are for round {terms.round}; not taking part",
             )
         require_terms(self.task, terms, mine="this site's config.toml")
-        windows = window_differences(
-            terms,
-            opened_at=info.opened_at,
-            commit_deadline=info.commit_deadline,
-            reveal_deadline=info.reveal_deadline,
-            score_deadlines=None
-            if peer is None
-            else (peer.score_commit_deadline, peer.score_reveal_deadline),
-        )
+        windows = opening_differences(terms, info, peer)
         if peer is not None:
             # a139 (a133's reverse): a peer round on chain under terms that say the aggregator
             # values it, score windows nobody was promised; checked with the windows, where the

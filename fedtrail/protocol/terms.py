@@ -19,7 +19,7 @@ import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from fedtrail import safejson
 from fedtrail.errors import FedtrailError
@@ -874,6 +874,43 @@ def window_differences(
             f"the chain's reveal window is {reveal} s, the terms' {terms.reveal_seconds} s"
         )
     return problems + _score_window_differences(terms, reveal_deadline, score_deadlines)
+
+
+class Opening(Protocol):
+    """A round's opening as the chain holds it (the ledger's ``RoundInfo``)."""
+
+    @property
+    def opened_at(self) -> int: ...
+    @property
+    def commit_deadline(self) -> int: ...
+    @property
+    def reveal_deadline(self) -> int: ...
+
+
+class ScoreDeadlines(Protocol):
+    """A peer round's score deadlines as the chain holds them (the ledger's peer record)."""
+
+    @property
+    def score_commit_deadline(self) -> int: ...
+    @property
+    def score_reveal_deadline(self) -> int: ...
+
+
+def opening_differences(
+    terms: RoundTerms, opening: Opening, peer: ScoreDeadlines | None
+) -> list[str]:
+    """:func:`window_differences` of a round the chain opened, ``peer`` its peer record (None:
+    an aggregator round): the one reading of the chain's windows the node (before it trains,
+    and for a round opened again) and ``audit verify`` (``terms.declined``) share."""
+    return window_differences(
+        terms,
+        opened_at=opening.opened_at,
+        commit_deadline=opening.commit_deadline,
+        reveal_deadline=opening.reveal_deadline,
+        score_deadlines=None
+        if peer is None
+        else (peer.score_commit_deadline, peer.score_reveal_deadline),
+    )
 
 
 def valuation_mode_difference(terms: RoundTerms, *, peer_round: bool) -> str | None:
