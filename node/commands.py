@@ -419,6 +419,12 @@ def _epsilon_micro(epsilon: float) -> int:
     return micro
 
 
+def _epsilon_text(micro: int) -> str:
+    """Micro-epsilon as exact epsilon text (as the chain's account reads it: 500000 ->
+    ``0.5``)."""
+    return f"{micro / EPSILON_SCALE:.6f}".rstrip("0").rstrip(".")
+
+
 def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
     from fedtrail.ledger import Ledger
     from fedtrail.node.config import CONFIG_NAME, load_node_config
@@ -499,7 +505,12 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     the round's terms asked for personalisation: the finalized global model's and the site's
     personalised model's validation AUC and F1 (``global_val_*``, ``personal_val_*``). Its
     differential privacy from the chain: epsilon budget and cumulative spend (``privacy``),
-    and per round the epsilon its update declared (``epsilon``; empty for a plain reveal)."""
+    and per round the epsilon its update declared (``epsilon``; empty for a plain reveal).
+    Beside the chain's spend, what this node counts against its budget (``counted_*``): that
+    spend plus the epsilon of its DP updates that left the node uncharged (``uncharged_*``,
+    by round: skipped records that keep a CID, a reveal refused or dropped with a reopened
+    round's opening), which is why it may refuse a round the chain's spend alone would
+    allow."""
     from fedtrail.node.daemon import NodeState
     from fedtrail.node.scoring import SCORES_NAME, ScoreState
 
@@ -533,6 +544,16 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
                 **(_scoring(scoring.rounds.get(r)) if scoring.rounds else {}),
             }
         )
+    uncharged = local.uncharged_releases()
+    counted = account.spent_micro + sum(uncharged.values())
+    privacy = {
+        **account.to_json(),
+        "counted_micro": counted,
+        "counted_epsilon": counted / EPSILON_SCALE,
+        "uncharged_micro": sum(uncharged.values()),
+        "uncharged_epsilon": sum(uncharged.values()) / EPSILON_SCALE,
+        "uncharged_rounds": {str(r): micro / EPSILON_SCALE for r, micro in uncharged.items()},
+    }
     doc = {
         "name": config.name,
         "address": address,
@@ -540,7 +561,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
         "registered": bool(site and site.registered),
         "reputation": site.reputation / SCORE_SCALE if site else 0.0,
         "valued_rounds": site.valued_rounds if site else 0,
-        "privacy": account.to_json(),
+        "privacy": privacy,
         "rounds": rounds,
     }
     standing = ledger.validator_standing(address)
@@ -559,8 +580,15 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
             f"validator   reputation {standing.reputation / SCORE_SCALE:.4f} over "
             f"{standing.rated_rounds} rated peer round(s)"
         )
-    if account.used:
+    if account.used or uncharged:
         click.echo(f"privacy     {account.describe()} (summed on chain over its rounds)")
+    if uncharged:
+        where = ", ".join(str(r) for r in uncharged)
+        click.echo(
+            f"            counted locally epsilon {_epsilon_text(counted)} "
+            f"({_epsilon_text(sum(uncharged.values()))} from skipped reveals of round(s) "
+            f"{where}: released, not charged on chain); the node holds this to its budget"
+        )
     click.echo("")
     columns = list(dict.fromkeys(k for r in rounds for k in r))  # multi-class rows add some
     if not account.used:  # no DP: no empty epsilon column

@@ -34,7 +34,7 @@ from fedtrail.ml.privacy import (
 from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol.privacy import COMPOSED
 from fedtrail.storage.codec import Compression
-from fedtrail.valuation.limits import ThresholdLimits
+from fedtrail.valuation.limits import ThresholdLimits, accept_as_written
 
 CONFIG_NAME = "config.toml"
 PARTITIONS = ("iid", "dirichlet", "quantity")
@@ -309,6 +309,8 @@ def load_node_config(path: Path) -> NodeConfig:
             "demo` or the simulation API (fedtrail.simulation.federation with SiteFault)"
         )
     node = raw.pop("node", {})
+    if "accept" in raw:  # a table written before warm_up_scopes means what it meant then
+        raw["accept"] = accept_as_written(raw["accept"])
     sections = {name: _build(cls, raw.pop(name, {}), name) for name, cls in _SECTIONS.items()}
     if raw:
         raise ConfigError(f"unknown section(s) in {path}: {sorted(raw)}")

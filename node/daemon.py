@@ -434,6 +434,18 @@ class NodeState:
                 )
         return cls(rounds)
 
+    def uncharged_releases(self, *, besides: int | None = None) -> dict[int, int]:
+        """The micro-epsilon of each DP update that left the node with no spend on chain for
+        it, by round: its ``skipped`` records that keep a CID and an epsilon (a reveal a
+        reorganisation dropped with the round's opening, or a refused one), all but round
+        ``besides`` (the round the budget check is for). The budget check adds them to the
+        chain's spend; ``node status`` shows them beside it."""
+        return {
+            r: rec.epsilon_micro
+            for r, rec in sorted(self.rounds.items())
+            if r != besides and rec.phase == "skipped" and rec.cid and rec.epsilon_micro > 0
+        }
+
     def save(self, path: Path) -> None:
         """Writes every record to ``path`` atomically (fsynced), one JSON line a round. A record
         unchanged since this state's last save reuses the line it had, so a write encodes only
@@ -1650,11 +1662,7 @@ class SiteNode:
             return self._skip(RoundRecord(round=round_id, phase="skipped"), f"DP-SGD: {exc}")
         # DP updates that left the node with no spend on chain for them (a reveal a reorg
         # dropped with the round's opening, or a refused one): released all the same
-        uncounted = sum(
-            rec.epsilon_micro
-            for r, rec in self.state.rounds.items()
-            if r != round_id and rec.phase == "skipped" and rec.cid and rec.epsilon_micro > 0
-        )
+        uncounted = sum(self.state.uncharged_releases(besides=round_id).values())
         spent = account.spent_micro + uncounted
         if account.budget_micro and spent + spend > account.budget_micro:
             return self._skip(

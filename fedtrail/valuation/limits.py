@@ -94,13 +94,16 @@ __all__ = [
     "GAME_NAMES",
     "HIGHER_IS_STRICTER",
     "LOWER_IS_LOOSER",
+    "PAIRED_LIMITS",
     "PAYMENT_LIMITS",
     "PROJECT_SHIFT_SETTINGS",
     "START_LIMITS",
     "UNBOUNDED",
+    "WARM_UP_SCOPES",
     "WINDOW_LIMITS",
     "LoosestLimits",
     "ThresholdLimits",
+    "accept_as_written",
     "limits_from",
     "load_limits",
     "payment_refusal",
@@ -150,6 +153,27 @@ of every round, read by verify as a commitment the site withheld (attack a50: a 
 reveal took 15 s missed a 10 s window in every round while the others were paid, and ``audit
 verify`` passed). 20 s is the Flower app's default reveal window; a site whose reveal takes
 longer (a large blob, a slow link, a chain with slow blocks) sets its own floor above it."""
+
+PAIRED_LIMITS: Final = frozenset({"warm_up_scopes"})
+""":class:`ThresholdLimits` fields that bound one :class:`Combiner` threshold's values under
+another's (``warm_up_scopes``: the ``warm_up_scope`` values a site takes under a
+``warm_up_floor`` below 1), not a threshold of their own name."""
+
+WARM_UP_SCOPES: Final = (1,)
+"""The ``warm_up_scope`` values a site takes under a ``warm_up_floor`` below 1 by default
+(``[accept] warm_up_scopes``): 1 alone, the scoped warm-up new federations' terms carry since
+session 63 (only an *outweighing* update floored and recorded). 0, what terms without
+``warm_up_scope`` read as, floors and records every warm-up passer from its noisy share: the
+rule that zeroed more honest site-rounds of scenario (a) (docs/results.md *The warm-up's
+scope*), which before session 63 took ``[accept] warm_up_floor = 0.5``, so it takes the site's
+word again: ``warm_up_scopes = [0, 1]``, or an ``[accept]`` that sets ``warm_up_floor`` and not
+this key (:func:`accept_as_written`)."""
+
+WARM_UP_SCOPES_AS_WRITTEN: Final = (0, 1)
+"""What ``warm_up_scopes`` reads as in an ``[accept]`` table that sets ``warm_up_floor`` and not
+it: every scope that existed when such a table was written (0 before session 63; 0 and 1 in
+it, which bounded no scope). A scope added later is not among them: a table cannot have
+consented to a rule written after it."""
 
 PROJECT_SHIFT_SETTINGS: Final = ("off", "on")
 """The settings of a round's ``valuation.project_shift`` a site can accept (``[accept]
@@ -271,10 +295,11 @@ it was valued with; a larger floor is nearer to off. ``size_norm_count`` has non
 positive value only lowers the count ``size_norm_z``'s allowance is judged against, so it only
 takes that screen's rejections back (never past the raw screen, whose ``max_norm_z`` is
 bounded), and its strictest, 0 (none), is the rule ``size_norm_z`` T (bounded) was consented
-to with. ``warm_up_scope`` has none either: it acts only under ``warm_up_floor`` below 1
-(bounded), and either value scores the warm-up's updates between the floor and the full score;
-1 scores fewer of them (the outweighing ones only) and 0, what terms without it read as, is the
-floor's rule sites consented to before it."""
+to with. ``warm_up_scope`` has no limit of its own name: it acts only under ``warm_up_floor``
+below 1 (bounded), and which of its values a site takes there is ``warm_up_scopes``
+(:data:`PAIRED_LIMITS`, :data:`WARM_UP_SCOPES`: by default 1 alone; 0, what terms without it
+read as, floors and records every warm-up passer, the rule sites consented to with ``[accept]
+warm_up_floor`` before session 63)."""
 
 
 LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {
@@ -457,7 +482,16 @@ class ThresholdLimits:
     1): below 1 the warm-up round's shares are accumulated and its scores floored
     (:func:`~fedtrail.valuation.standing.floored_score`), so a lower floor takes the sites'
     consent (``warm_up_floor = 0.25`` under ``[accept]``). Not bounded on the loose side (off,
-    1, the rule terms without it read as)."""
+    1, the rule terms without it read as). Which ``warm_up_scope`` it is taken with is
+    ``warm_up_scopes``."""
+    warm_up_scopes: tuple[int, ...] = WARM_UP_SCOPES
+    """The ``warm_up_scope`` values taken under a ``warm_up_floor`` below 1 (a floor of 1, off,
+    is taken with any scope: the scope then decides nothing); by default 1 alone
+    (:data:`WARM_UP_SCOPES`). Terms with a floor below 1 and a scope outside it (0: terms that
+    omit ``warm_up_scope``, the all-passer floor) are refused, naming both. ``[0, 1]`` takes the
+    all-passer floor too; ``[]`` no warm-up floor at all. An ``[accept]`` table that sets
+    ``warm_up_floor`` without this key reads it as ``[0, 1]`` (:func:`accept_as_written`: what
+    that table meant before session 63, and since)."""
     white_noise_z: float = 1000.0
     """At most the default: higher moves the white-noise screen toward honest updates
     (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose side (off
@@ -590,6 +624,7 @@ class ThresholdLimits:
             "project_shift",
             _names_in("project_shift", self.project_shift, PROJECT_SHIFT_SETTINGS, "setting"),
         )
+        object.__setattr__(self, "warm_up_scopes", _scopes(self.warm_up_scopes))
         if not isinstance(self.per_round, bool):
             raise ConfigError(f"per_round must be true or false, got {self.per_round!r}")
         if not isinstance(self.unbound_start, bool):
@@ -652,6 +687,11 @@ class ThresholdLimits:
         for f in fields(cls):
             if f.name == "loosest":
                 values[f.name] = base.loosest.widened(combiner)
+                continue
+            if f.name == "warm_up_scopes":
+                values[f.name] = base.warm_up_scopes
+                if combiner.warm_up_floor < 1 and combiner.warm_up_scope not in base.warm_up_scopes:
+                    values[f.name] = tuple(sorted({*base.warm_up_scopes, combiner.warm_up_scope}))
                 continue
             if f.name in _NOT_THRESHOLDS:  # statistics and the payment settings: as they are
                 values[f.name] = getattr(base, f.name)
@@ -815,7 +855,25 @@ class ThresholdLimits:
                 side = "at most" if f.name in HIGHER_IS_STRICTER else "at least"
                 accepted = f"{side} {limit}"
             out.append(f"{f.name} {value} (accepted: {accepted})")
+        scope = self.scope_breach(combiner)
+        if scope is not None:
+            out.append(scope)
         return out
+
+    def scope_breach(self, combiner: Combiner) -> str | None:
+        """``combiner``'s ``warm_up_scope`` where its ``warm_up_floor`` is below 1 and these
+        limits' ``warm_up_scopes`` do not take it, as ``warm_up_scope S under warm_up_floor F
+        (accepted: ...)``; None when they do (or the floor is 1, off: no scope acts)."""
+        floor, scope = combiner.warm_up_floor, combiner.warm_up_scope
+        if floor >= 1 or scope in self.warm_up_scopes:
+            return None
+        taken = list(self.warm_up_scopes)
+        what = "every warm-up passer floored and recorded" if scope == 0 else "another rule"
+        return (
+            f"warm_up_scope {scope} under warm_up_floor {floor} (accepted: warm_up_scopes = "
+            f"{taken} under a warm_up_floor below 1; scope {scope}, {what}, takes "
+            f"warm_up_scopes = {sorted({*taken, scope})})"
+        )
 
 
 def statistics_refusal(
@@ -909,6 +967,33 @@ def _names_in(key: str, names: Any, known: tuple[str, ...], what: str) -> tuple[
     return tuple(names)
 
 
+def _scopes(scopes: Any) -> tuple[int, ...]:
+    """``warm_up_scopes`` (a list of ``warm_up_scope`` values :class:`Combiner` takes, each
+    once; empty: no warm-up floor taken) as a tuple: ConfigError."""
+    if isinstance(scopes, str) or not isinstance(scopes, list | tuple):
+        raise ConfigError(f"warm_up_scopes must be a list of warm_up_scope values, got {scopes!r}")
+    for scope in scopes:
+        if isinstance(scope, bool) or not isinstance(scope, int):
+            raise ConfigError(f"warm_up_scopes must hold integers, got {scope!r}")
+        try:
+            Combiner(warm_up_scope=scope)
+        except ConfigError as exc:
+            raise ConfigError(f"warm_up_scopes: {exc}") from None
+    return tuple(dict.fromkeys(scopes))
+
+
+def accept_as_written(table: Any) -> Any:
+    """An ``[accept]`` table as its writer meant it: one that sets ``warm_up_floor`` and not
+    ``warm_up_scopes`` (written before session 63, when a floor below 1 took the sites' word
+    and ``warm_up_scope`` did not exist, or in it, when no scope was bounded) takes the floor
+    with every scope of that time (:data:`WARM_UP_SCOPES_AS_WRITTEN`); any other table (not a
+    table: as it is, for the reader's error) unchanged. The node's ``config.toml`` and
+    ``audit verify --accept`` read ``[accept]`` through it."""
+    if isinstance(table, dict) and "warm_up_floor" in table and "warm_up_scopes" not in table:
+        return {**table, "warm_up_scopes": list(WARM_UP_SCOPES_AS_WRITTEN)}
+    return table
+
+
 def load_limits(path: Path) -> ThresholdLimits:
     """The ``[accept]`` table of a TOML file (a site's config.toml, or a file holding only that
     table); the defaults where the file has none."""
@@ -920,9 +1005,9 @@ def load_limits(path: Path) -> ThresholdLimits:
 
 
 def limits_from(table: Any, *, where: str = "[accept]") -> ThresholdLimits:
-    """Limits from a parsed ``[accept]`` table (``loosest`` a sub-table): unknown names and
-    invalid values refused."""
-    return _table(ThresholdLimits, table, where)
+    """Limits from a parsed ``[accept]`` table (``loosest`` a sub-table), read as written
+    (:func:`accept_as_written`): unknown names and invalid values refused."""
+    return _table(ThresholdLimits, accept_as_written(table), where)
 
 
 _T = TypeVar("_T", ThresholdLimits, LoosestLimits)
@@ -942,7 +1027,11 @@ def _table(cls: type[_T], table: Any, where: str) -> _T:
 
 
 _NOT_THRESHOLDS: Final = (
-    frozenset({"loosest", "statistics"}) | PAYMENT_LIMITS | START_LIMITS | WINDOW_LIMITS
+    frozenset({"loosest", "statistics"})
+    | PAYMENT_LIMITS
+    | START_LIMITS
+    | WINDOW_LIMITS
+    | PAIRED_LIMITS
 )
 """:class:`ThresholdLimits` fields that bound no :class:`Combiner` threshold."""
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -76,11 +78,18 @@ def test_node_status_shows_spent_over_budget_and_each_rounds_epsilon(
         "budget_epsilon": 8.0,
         "spent_micro": total,
         "spent_epsilon": total / 1e6,
+        # nothing released uncharged: the node counts the chain's spend alone
+        "counted_micro": total,
+        "counted_epsilon": total / 1e6,
+        "uncharged_micro": 0,
+        "uncharged_epsilon": 0.0,
+        "uncharged_rounds": {},
     }
     assert [row["epsilon"] for row in doc["rounds"]] == [s / 1e6 for s in SPENDS]
     r = invoke("node", "status", str(folder))
     assert r.exit_code == 0, r.output
     assert "privacy     epsilon 1.750001 spent of a budget of 8" in r.stdout
+    assert "counted locally" not in r.stdout
     header = next(line for line in r.stdout.splitlines() if line.startswith("round"))
     assert "epsilon" in header.split()
 
@@ -126,3 +135,47 @@ def test_a_site_without_dp_has_no_epsilon_column(
     r = invoke("audit", "site", plain, *where)
     assert r.exit_code == 0, r.output
     assert "epsilon" not in r.stdout and "privacy" not in r.stdout
+
+
+def test_node_status_shows_the_uncharged_releases_the_budget_check_counts(
+    world: tuple[Ledger, Path], tmp_path: Path
+) -> None:
+    """Since session 63 the node's budget check adds the epsilon of its skipped records that
+    keep a CID (a DP update that left the node and the chain does not charge: a reveal refused,
+    or dropped with a reopened round's opening) to the chain's spend. ``node status`` shows
+    that count beside the chain's, so an operator sees why the node refuses a round the
+    chain's spend would allow; a skipped record without a CID (a decline: nothing left) and a
+    revealed one (charged on chain) are not added."""
+    _, source = world
+    folder = tmp_path / "node"
+    shutil.copytree(source, folder)  # the module's folder keeps no state.json
+    released = {3: 400_000, 5: 100_002}  # micro-epsilon of the updates the chain dropped
+    records: dict[str, dict[str, Any]] = {
+        str(r): {"round": r, "phase": "skipped", "cid": CID, "sha256": h(f"dropped {r}"),
+        "epsilon_micro": micro, "declined": 0}
+        for r, micro in released.items()
+    }  # fmt: skip
+    records["4"] = {"round": 4, "phase": "skipped", "epsilon_micro": 900_000, "declined": 0}
+    records["6"] = {"round": 6, "phase": "revealed", "cid": CID, "epsilon_micro": 700_000}
+    (folder / "state.json").write_text(json.dumps({"rounds": records}))
+    r = invoke("node", "status", str(folder), "--format", "json")
+    assert r.exit_code == 0, r.output
+    privacy = json.loads(r.stdout)["privacy"]
+    on_chain, extra = sum(SPENDS), sum(released.values())
+    assert privacy["spent_micro"] == on_chain  # the chain's account, as before
+    assert privacy["uncharged_micro"] == extra
+    assert privacy["uncharged_epsilon"] == extra / 1e6
+    assert privacy["uncharged_rounds"] == {"3": 0.4, "5": 0.100002}
+    assert privacy["counted_micro"] == on_chain + extra
+    assert privacy["counted_epsilon"] == (on_chain + extra) / 1e6
+    r = invoke("node", "status", str(folder))
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("privacy"))
+    assert lines[at] == (
+        "privacy     epsilon 1.750001 spent of a budget of 8 (summed on chain over its rounds)"
+    )
+    assert " ".join(lines[at + 1].split()) == (
+        "counted locally epsilon 2.250003 (0.500002 from skipped reveals of round(s) 3, 5: "
+        "released, not charged on chain); the node holds this to its budget"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any, cast
@@ -18,7 +19,8 @@ import pytest
 
 from fedtrail.auditor.standing import _scoped
 from fedtrail.ledger import Submission
-from fedtrail.protocol.roundlog import Standing
+from fedtrail.protocol.roundlog import Standing, ValuationSettings
+from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.limits import ThresholdLimits
 from fedtrail.valuation.standing import credited, normalised_values, outweighing
@@ -204,21 +206,25 @@ def test_a_colluders_claim_does_not_shield_a_noisy_site() -> None:
     assert shielded == {"N"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "since session 63 ThresholdLimits' default warm_up_floor is 0.5 and warm_up_scope is "
-        "UNBOUNDED, so a node with no [accept] entry takes terms naming warm_up_floor 0.5 "
-        "without warm_up_scope (read as 0): the all-passer floor rule that scored every "
-        "warm-up passer from its noisy share (measured to zero more honest site-rounds of "
-        "scenario (a)) and needed [accept] warm_up_floor = 0.5 before; bounding it needs a "
-        "consent rule across two thresholds (scope 0 accepted only where the floor was "
-        "consented to), a node config change the lead should decide"
-    ),
-)
 def test_a_default_node_refuses_the_unscoped_floor_it_never_consented_to() -> None:
     """A node with the product's default limits takes the new default (floor 0.5, scope 1)
-    and refuses the old opt-in rule (floor 0.5, scope 0)."""
+    and refuses the old opt-in rule (floor 0.5, scope 0), naming the scope and the key that
+    takes it, also in terms as written (``warm_up_floor`` 0.5 without ``warm_up_scope``,
+    which reads as 0; everything else in them taken). Before session 64
+    the default took both (h-322's strict xfail)."""
     limits = ThresholdLimits()
     assert limits.refusal(Combiner(warm_up_floor=0.5, warm_up_scope=1)) is None
-    assert limits.refusal(Combiner(warm_up_floor=0.5, warm_up_scope=0)) is not None
+    refusal = limits.refusal(Combiner(warm_up_floor=0.5, warm_up_scope=0))
+    assert refusal is not None
+    assert "warm_up_scope 0 under warm_up_floor 0.5" in refusal
+    assert "warm_up_scopes = [0, 1]" in refusal  # the key that would take it
+    combiner = {k: v for k, v in asdict(Combiner()).items() if k != "warm_up_scope"}
+    unscoped = combiner_from(
+        ValuationSettings(
+            method="shapley", metric="balanced_loss", standing=True, combiner=combiner
+        )
+    )
+    assert (unscoped.warm_up_floor, unscoped.warm_up_scope) == (0.5, 0)
+    scoped = replace(unscoped, warm_up_scope=1)
+    assert limits.refusal(scoped) is None  # nothing else in the terms is refused
+    assert limits.refusal(unscoped) == refusal

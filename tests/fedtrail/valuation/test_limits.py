@@ -19,6 +19,7 @@ from fedtrail.valuation.base import METRICS
 from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.limits import (
     DUPLICATE_LIMITS,
+    PAIRED_LIMITS,
     PAYMENT_LIMITS,
     START_LIMITS,
     UNBOUNDED,
@@ -124,7 +125,7 @@ sign-flipped update's positive share)."""
 def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     names = {f.name for f in fields(Combiner)}
     limits = {f.name for f in fields(ThresholdLimits)} - {"loosest", "statistics"}
-    limits -= PAYMENT_LIMITS | START_LIMITS | WINDOW_LIMITS
+    limits -= PAYMENT_LIMITS | START_LIMITS | WINDOW_LIMITS | PAIRED_LIMITS
     assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
     # unbounded on the loosening side: off is their loosest; sample_median_self's default (1,
     # the median with the judged count in) is its loosest value and 0 its only other one
