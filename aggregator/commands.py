@@ -163,7 +163,12 @@ def _settings(
         valuation=p["valuation"],
         metric=p["metric"],
         standing=p["standing"],
-        combiner=replace(default_combiner(p["standing"]), max_sample_ratio=p["max_sample_ratio"]),
+        combiner=replace(
+            default_combiner(p["standing"]),
+            max_sample_ratio=p["max_sample_ratio"],
+            size_norm_z=p["size_norm_z"],
+            size_norm_count=p["size_norm_count"],
+        ),
         explanation_check=p["explanation_check"],
         round_seconds=p["round_seconds"],
         reveal_seconds=p["reveal_seconds"],
@@ -304,6 +309,26 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     show_default=True,
     help="IMPLAUSIBLE_SAMPLES above this many times the median count of the round's other "
     "updates (raise it for a federation of very unequal hospitals; recorded in the round terms).",
+)
+@click.option(
+    "--size-norm-z",
+    type=FiniteFloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="The second norm screen (opt-in; 0: off): OUTLIER_NORM above this robust norm z once "
+    "an update's claimed count's allowance is taken off (5-8 measured; recorded in the round "
+    "terms as size_norm_z; sites take a value above 0 only through their config.toml's "
+    "[accept]).",
+)
+@click.option(
+    "--size-norm-count",
+    type=FiniteFloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="With --size-norm-z: the largest median count its allowance is judged against (your "
+    "typical site's count, so colluders inflating their claims cannot take an honest large "
+    "site's allowance away; 0: the round's median claim alone; recorded in the round terms as "
+    "size_norm_count).",
 )
 @click.option(
     "--poll-interval",
@@ -466,6 +491,8 @@ def run(
     round_seconds: int,
     reveal_seconds: int,
     max_sample_ratio: float,
+    size_norm_z: float,
+    size_norm_count: float,
     poll_interval: float,
     clock_stall_seconds: float,
     seed: int,

@@ -38,9 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 sys.path.insert(0, str(ROOT))
-from gas import CID, COMMIT_WINDOW, REVEAL_WINDOW, free_port, h  # noqa: E402
 from web3 import Web3  # noqa: E402
 from web3.types import RPCEndpoint  # noqa: E402
 
@@ -48,6 +46,7 @@ from fedtrail.chain import advance_time, connect, dev_account, fund  # noqa: E40
 from fedtrail.errors import FedtrailError  # noqa: E402
 from fedtrail.ledger import Ledger, commitment, score_commitment  # noqa: E402
 from fedtrail.protocol.peers import PeerVote, address_key  # noqa: E402
+from scripts.bench.gas import CID, COMMIT_WINDOW, REVEAL_WINDOW, free_port, h  # noqa: E402
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "honest"
 args = sys.argv[2:]

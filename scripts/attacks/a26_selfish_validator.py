@@ -40,12 +40,12 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import _sim  # noqa: E402
-from _sim import AdversarialValidator, SimConfig  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from scripts.bench import _sim  # noqa: E402
+from scripts.bench._sim import AdversarialValidator, SimConfig  # noqa: E402
 
 if os.environ.get("JURY_RULE"):
-    import jury_rules
+    from scripts.bench import jury_rules
 
     jury_rules.install(os.environ["JURY_RULE"])
     print(f"EXPERIMENT: every jury scored with the {os.environ['JURY_RULE']!r} median")

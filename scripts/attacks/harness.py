@@ -37,14 +37,14 @@ import torch
 torch.set_num_threads(1)
 
 if os.environ.get("SHARE_CLIP"):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import share_clip
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from scripts.bench import share_clip
 
     share_clip.install(float(os.environ["SHARE_CLIP"]))
     print(f"EXPERIMENT: shares with |values| clipped at {os.environ['SHARE_CLIP']} x the median")
 if os.environ.get("ZEROED_OUT"):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import zeroed_out
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from scripts.bench import zeroed_out
 
     zeroed_out.install()
     print("EXPERIMENT: updates the standing already zeroes left out of the others' game")

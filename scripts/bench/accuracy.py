@@ -98,18 +98,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, cast
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import _sim
-import delta_clip
-import game_probe
-import norm_persist
-import share_clip
-import step_length
 import torch
-import weight_factors
-import zeroed_out
-from _sim import (
+
+from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
+from fedtrail.ml.catalog import load_source
+from fedtrail.ml.models import ModelSpec
+from fedtrail.simulation.faults import SiteFault
+from fedtrail.valuation import HISTORY_COMBINER, VALIDATOR_GAMES, Combiner
+from scripts.bench import (
+    _sim,
+    delta_clip,
+    game_probe,
+    norm_persist,
+    share_clip,
+    step_length,
+    weight_factors,
+    zeroed_out,
+)
+from scripts.bench._sim import (
     METHODS,
     ONCHAIN_NOTE,
     ROOT,
@@ -121,12 +129,6 @@ from _sim import (
     mean_std,
     parse_seeds,
 )
-
-from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
-from fedtrail.ml.catalog import load_source
-from fedtrail.ml.models import ModelSpec
-from fedtrail.simulation.faults import SiteFault
-from fedtrail.valuation import HISTORY_COMBINER, VALIDATOR_GAMES, Combiner
 
 COMBINERS: dict[str, Combiner] = {"history": HISTORY_COMBINER, "default": Combiner()}
 DP_DELTA = 1e-5
@@ -1423,7 +1425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seeds, args.rounds = "1", 2
     jury_rule = os.environ.get("JURY_RULE") or None
     if jury_rule is not None:
-        import jury_rules
+        from scripts.bench import jury_rules
 
         jury_rules.install(jury_rule)
         print(f"EXPERIMENT: every peer jury scored with the {jury_rule!r} median")

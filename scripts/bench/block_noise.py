@@ -29,16 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import SimConfig, parse_seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import block_z_of
+from scripts.bench import _sim
+from scripts.bench._sim import SimConfig, parse_seeds
 
 Delta = dict[str, torch.Tensor]
 CAUGHT = ("tensor", "rows", "value", "rowcol", "kernel")

@@ -28,15 +28,14 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sim import SimConfig, SimResult, parse_seeds, provenance, run_method
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.aggregation import STATISTICS_RULES
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.task import task_for
 from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.simulation.faults import SiteFault
+from scripts.bench._sim import SimConfig, SimResult, parse_seeds, provenance, run_method
 
 
 def _row(result: SimResult, poisoner: str | None) -> list[dict[str, Any]]:

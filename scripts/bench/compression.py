@@ -29,15 +29,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import _sim
 import torch
-from _sim import ONCHAIN_NOTE, ROOT, SimConfig, SimResult, mean_std, parse_seeds
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.storage.codec import Compression, encode_model
+from scripts.bench import _sim
+from scripts.bench._sim import ONCHAIN_NOTE, ROOT, SimConfig, SimResult, mean_std, parse_seeds
 
 TARGET_REDUCTION = 0.90
 TARGET_AUC_LOSS = 0.01

@@ -33,15 +33,19 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import torch
 
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.valuation.round import model_norm
+from scripts.bench import _sim
 
 
 @dataclass
@@ -303,6 +307,4 @@ def report(paths: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(report(sys.argv[1:]))

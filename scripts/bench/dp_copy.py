@@ -38,16 +38,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import ROOT, SimConfig, parse_seeds, write_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import DP_COPY_STEP, _structure, dp_copy_statistic
 from fedtrail.valuation.limits import ThresholdLimits
+from scripts.bench import _sim
+from scripts.bench._sim import ROOT, SimConfig, parse_seeds, write_run
 
 Delta = Mapping[str, torch.Tensor]
 F64 = npt.NDArray[np.float64]

@@ -25,14 +25,17 @@ import itertools
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import numpy as np
 
 import fedtrail.valuation.round as round_mod
 from fedtrail.valuation.base import Utility
 from fedtrail.valuation.shapley import exact_shapley
 from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
+from scripts.bench import accuracy
 
 IDEAS = ("top1", "top2", "top3", "project", "platt")
 

@@ -37,10 +37,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import ROOT, SimConfig, parse_seeds, write_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec
@@ -48,6 +45,8 @@ from fedtrail.protocol.duplicates import Entry, _flat_codes, codes, find_duplica
 from fedtrail.protocol.terms import DuplicateRule
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 from fedtrail.valuation.freeride import duplicate_residual_z
+from scripts.bench import _sim
+from scripts.bench._sim import ROOT, SimConfig, parse_seeds, write_run
 
 Delta = Mapping[str, torch.Tensor]
 

@@ -37,16 +37,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import SimConfig, parse_seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.duplicates import sparse, support_overlap
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 from fedtrail.valuation.freeride import _structure
+from scripts.bench import _sim
+from scripts.bench._sim import SimConfig, parse_seeds
 
 Delta = Mapping[str, torch.Tensor]
 COPIES = (

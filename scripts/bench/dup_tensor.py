@@ -50,10 +50,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import SimConfig, parse_seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.protocol.duplicates import (
@@ -70,6 +67,8 @@ from fedtrail.protocol.terms import (
 )
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation.freeride import duplicate_residual_z
+from scripts.bench import _sim
+from scripts.bench._sim import SimConfig, parse_seeds
 
 Delta = Mapping[str, torch.Tensor]
 KEPT = "fc1.weight"

@@ -33,15 +33,14 @@ from typing import Any, Literal
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import SimConfig, parse_seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.terms import DUPLICATE_WHITE_NOISE_DP_COSINE, DuplicateRule
 from fedtrail.valuation.freeride import duplicate_residual_z
+from scripts.bench import _sim
+from scripts.bench._sim import SimConfig, parse_seeds
 
 Delta = Mapping[str, torch.Tensor]
 

@@ -45,14 +45,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import _sim
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import numpy as np
 import torch
 
 from fedtrail.ml.metrics import class_f1, fit_intercept, predict_logits, roc_auc
 from fedtrail.ml.models import initial_model, load_federated
 from fedtrail.protocol.weights import onchain_weights
+from scripts.bench import _sim, accuracy
 
 Final = dict[tuple[str, int], dict[str, np.ndarray]]
 

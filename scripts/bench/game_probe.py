@@ -27,16 +27,20 @@ run counter (from 0, advancing at every warm-up round: the bench's valuation run
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import torch
 
 from fedtrail.valuation.base import Candidate, ValuationContext
 from fedtrail.valuation.combine import RoundValuation
 from fedtrail.valuation.utility import CoalitionUtility
+from scripts.bench import _sim
 
 STEPS = (("u1", 1.0), ("uh", 0.5), ("um", -1.0))
 """The singleton steps recorded: name, multiple of the update."""

@@ -30,14 +30,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerOutcome, PeerVote, address_key
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.robust import robust_statistics
+from scripts.bench import _sim
 
 RULES: Final = ("high", "low", "true", "cos")
 CREDIT_COSINE: Final = -0.7

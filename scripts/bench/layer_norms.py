@@ -37,11 +37,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import _sim
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import torch
 
 from fedtrail.valuation.combine import RoundValuation
+from scripts.bench import _sim, accuracy
 
 _rows: list[dict[str, Any]] = []
 

@@ -55,10 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import ROOT, SimConfig, parse_seeds, write_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
@@ -66,6 +63,8 @@ from fedtrail.storage.codec import Compression
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.combine import SPAN_RESIDUAL
 from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
+from scripts.bench import _sim
+from scripts.bench._sim import ROOT, SimConfig, parse_seeds, write_run
 
 Delta = Mapping[str, torch.Tensor]
 KINDS = ("white", "shaped")

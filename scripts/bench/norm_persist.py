@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
 
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.combine import RoundValuation, SiteValuation
+from scripts.bench import _sim
 
 MIN_RECORDS = 3
 """A site's records needed before the rule judges it (one or two long updates are honest)."""

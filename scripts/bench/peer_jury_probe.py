@@ -25,15 +25,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import _sim
-import accuracy
 import numpy as np
 import torch
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.valuation import PeerVector, RoundValuation, value_round
+from scripts.bench import _sim, accuracy
 
 
 def _value(v: float | None) -> str:

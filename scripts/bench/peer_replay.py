@@ -38,9 +38,11 @@ import pstats
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import torch
 
 import fedtrail.valuation.freeride as freeride_mod
@@ -59,6 +61,7 @@ from fedtrail.storage.codec import (
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.peers import UnfitValidation
 from fedtrail.valuation.utility import CoalitionUtility
+from scripts.bench import _sim
 
 PARTS = (
     "_prechecked",

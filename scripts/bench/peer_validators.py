@@ -91,12 +91,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import _sim
 import numpy as np
 import torch
-from _sim import ROOT, AdversarialValidator, SimConfig, SimResult, parse_seeds
 
 from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
 from fedtrail.errors import ConfigError
@@ -105,9 +103,11 @@ from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation import VALIDATOR_GAMES
+from scripts.bench import _sim
+from scripts.bench._sim import ROOT, AdversarialValidator, SimConfig, SimResult, parse_seeds
 
 if os.environ.get("JURY_RULE"):
-    import jury_rules
+    from scripts.bench import jury_rules
 
     jury_rules.install(os.environ["JURY_RULE"])
     print(f"EXPERIMENT: every jury scored with the {os.environ['JURY_RULE']!r} median")

@@ -31,13 +31,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import torch
 
 from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.storage.codec import Compression
+from scripts.bench import _sim
 
 
 def _vector(pv: Any) -> dict[str, Any]:

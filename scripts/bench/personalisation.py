@@ -46,17 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sim import (
-    ROOT,
-    SimConfig,
-    _evaluate_state,
-    _sub_seed,
-    parse_seeds,
-    provenance,
-    site_splits,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.catalog import load_source
@@ -65,6 +55,15 @@ from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.personalise import METHODS, personal_part, personalise
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
+from scripts.bench._sim import (
+    ROOT,
+    SimConfig,
+    _evaluate_state,
+    _sub_seed,
+    parse_seeds,
+    provenance,
+    site_splits,
+)
 
 BASELINES = ("global", "local")
 CHECK = "+chk"

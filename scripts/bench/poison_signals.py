@@ -46,17 +46,16 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import ROOT, SimConfig, parse_seeds, provenance
-from accuracy import SCENARIOS
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.aggregation import apply_delta
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.valuation.robust import robust_statistics
+from scripts.bench import _sim
+from scripts.bench._sim import ROOT, SimConfig, parse_seeds, provenance
+from scripts.bench.accuracy import SCENARIOS
 
 Delta = Mapping[str, torch.Tensor]
 

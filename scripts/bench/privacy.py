@@ -56,17 +56,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sim import (
-    ROOT,
-    SimConfig,
-    _evaluate_state,
-    _sub_seed,
-    parse_seeds,
-    provenance,
-    site_splits,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.catalog import load_source
@@ -78,6 +68,15 @@ from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.protocol.privacy import DpParams
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
+from scripts.bench._sim import (
+    ROOT,
+    SimConfig,
+    _evaluate_state,
+    _sub_seed,
+    parse_seeds,
+    provenance,
+    site_splits,
+)
 
 State = dict[str, torch.Tensor]
 AUC_GAP = 0.03

@@ -25,8 +25,11 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
+from scripts.bench import accuracy
 
 
 def accuracy_args(argv: Sequence[str]) -> list[str]:

@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
 
 from fedtrail.simulation.faults import SiteFault
+from scripts.bench import accuracy
 
 
 def _pop(args: list[str], name: str, default: float) -> float:

@@ -40,13 +40,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
+
 import torch
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.valuation import HISTORY_COMBINER, Combiner
+from scripts.bench import _sim
 
 _MODEL = re.compile(r"is ([0-9.]+)% of the global model's")
 

@@ -24,10 +24,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.aggregation import apply_delta
 from fedtrail.ml.catalog import load_source
@@ -35,6 +32,7 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import evaluate, predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.training import train_local
+from scripts.bench import _sim, accuracy
 
 State = dict[str, torch.Tensor]
 

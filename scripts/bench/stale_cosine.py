@@ -41,16 +41,15 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import ROOT, SimConfig, parse_seeds, write_run
-from dup_cosine import support
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.rows import Rows
+from scripts.bench import _sim
+from scripts.bench._sim import ROOT, SimConfig, parse_seeds, write_run
+from scripts.bench.dup_cosine import support
 
 Delta = Mapping[str, torch.Tensor]
 

@@ -104,10 +104,9 @@ def probe(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def install(threshold: float | None) -> None:
     """Record the step lengths of every aggregator-mode valuation round of this process; with
     ``threshold`` T, scale each paid, robust-checked update's score by ``min(1, t_star / T)``."""
-    import _sim
-
     from fedtrail.valuation.combine import RoundValuation
     from fedtrail.valuation.standing import scaled_score
+    from scripts.bench import _sim
 
     if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold must be positive, got {threshold!r}")

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
 
 from fedtrail.valuation.utility import CoalitionUtility
+from scripts.bench import accuracy
 
 _evaluate = CoalitionUtility.__call__
 

@@ -32,15 +32,14 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _sim
-from _sim import SimConfig, parse_seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.duplicates import sparse, support_overlap, zero_share
 from fedtrail.storage.codec import Compression, decode_update, encode_update
+from scripts.bench import _sim
+from scripts.bench._sim import SimConfig, parse_seeds
 
 Delta = Mapping[str, torch.Tensor]
 

@@ -38,13 +38,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import _sim
-import accuracy
 import numpy as np
 import torch
-from _sim import ROOT, SimConfig
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.metrics import classification_metrics, fit_intercept
@@ -52,6 +49,8 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.valuation import CoalitionUtility, RoundValuation
 from fedtrail.valuation.base import ValuationContext
 from fedtrail.valuation.utility import uninformative_where_broken
+from scripts.bench import _sim, accuracy
+from scripts.bench._sim import ROOT, SimConfig
 
 MAX_PLAYERS = 8
 """Exact games only: 2^8 coalition models a round."""

@@ -25,9 +25,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from valuation_trace import Rule, recorded_share, replay
+from scripts.bench.valuation_trace import Rule, recorded_share, replay
 
 RECORD_FLOOR = 0.5
 """The bench's default ``record_floor`` (the combiner's)."""

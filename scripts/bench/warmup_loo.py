@@ -34,13 +34,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import _sim
-import accuracy
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
 
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import ValuationContext
 from fedtrail.valuation.combine import RoundValuation
 from fedtrail.valuation.utility import CoalitionUtility
+from scripts.bench import _sim, accuracy
 
 _records: list[dict[str, Any]] = []
 _rule: tuple[str, float] | None = None

@@ -23,14 +23,17 @@ what the experiment did.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-import _sim
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run directly: scripts.bench
 
 from fedtrail.valuation.combine import RoundValuation, SiteValuation
 from fedtrail.valuation.standing import scaled_score
+from scripts.bench import _sim
 
 
 def factor(

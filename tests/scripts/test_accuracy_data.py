@@ -5,15 +5,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import accuracy
-from _sim import SimResult
+from scripts.bench import accuracy
+from scripts.bench._sim import SimResult
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,9 +7,7 @@ against issue 16's bar, not issue 12's."""
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,12 +18,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import Splits, load_bundled
 from fedtrail.ml.privacy import DpSettings, PrivateResult
 from fedtrail.simulation.faults import SiteFault
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
-import accuracy
-
+from scripts.bench import _sim, accuracy
 from tests.scripts.test_bench_sim import _balanced
 
 

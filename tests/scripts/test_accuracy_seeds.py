@@ -4,15 +4,10 @@ count), and the parser does what the help says."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import accuracy
-from _sim import parse_seeds
+from scripts.bench import accuracy
+from scripts.bench._sim import parse_seeds
 
 
 def test_the_help_says_a_bare_number_is_a_count_and_one_seed_is_a_range(

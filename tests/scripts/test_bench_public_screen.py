@@ -6,20 +6,13 @@ told ``--no-public-screen`` (every validator screens, the mode before session 57
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
-import accuracy
-import peer_validators
-import peer_vectors_dump
+from scripts.bench import _sim, accuracy, peer_validators, peer_vectors_dump
 
 
 class _Stop(Exception):

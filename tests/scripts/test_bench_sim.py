@@ -8,9 +8,7 @@ Three sites, not two: multi-Krum scores updates only from 3 (below, it keeps the
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +21,7 @@ from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation import HISTORY_COMBINER, RoundValuation, value_round
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
+from scripts.bench import _sim
 
 
 def _balanced(ds: ImageDataset, per_class: int) -> ImageDataset:
@@ -237,7 +232,7 @@ def _figures(*, auc: float, worst: float, share: float, fed_share: float, lower:
 def test_the_accuracy_benchmark_checks_issue_12s_bars() -> None:
     """(b) at alpha 100 needs the noisy share at most half of FedAvg's; at alpha 1 only below
     it in 4 of 5 seeds. A miss is reported with its figures (the script then exits 1)."""
-    import accuracy
+    from scripts.bench import accuracy
 
     good = _figures(auc=0.001, worst=-0.005, share=0.15, fed_share=0.4, lower=5)
     half = _figures(auc=0.001, worst=-0.005, share=0.25, fed_share=0.4, lower=5)
@@ -257,7 +252,7 @@ def test_the_accuracy_benchmark_checks_issue_12s_bars() -> None:
 
 
 def test_noisy_copies_are_held_to_the_free_rider_bar() -> None:
-    import accuracy
+    from scripts.bench import accuracy
 
     paid = _figures(auc=0.0, worst=0.0, share=0.47, fed_share=0.40, lower=2)
     cut = _figures(auc=0.0, worst=0.0, share=0.15, fed_share=0.40, lower=5)
@@ -267,7 +262,7 @@ def test_noisy_copies_are_held_to_the_free_rider_bar() -> None:
 
 
 def test_small_step_attackers_are_checked_against_fedavg_and_the_clean_run() -> None:
-    import accuracy
+    from scripts.bench import accuracy
 
     clean = _figures(auc=0.0, worst=0.0, share=0.1, fed_share=0.4, lower=5)
     clean["auc"]["valuation"] = 0.90
@@ -382,7 +377,7 @@ def test_value_window_values_the_mean_or_sum_of_a_sites_latest_updates() -> None
 def test_issue_12s_c_as_worded_sends_two_updates_at_minus_ten_and_is_held_to_cs_bars() -> None:
     """(j) is issue 12's (c) read literally (both poisoners x -10; the bench's (c) is one
     sign flip and one x10 boost): its faults and the two (c) bars, decided by its own figures."""
-    import accuracy
+    from scripts.bench import accuracy
 
     faults = accuracy.SCENARIOS["j"].faults(3)
     assert accuracy.SCENARIOS["j"].sites == len(faults) == 10

@@ -5,17 +5,12 @@ tap's non-None return replaces the report, and taps stack."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from fedtrail.valuation import History, RoundValuation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
+from scripts.bench import _sim
 
 
 def _report(name: str) -> RoundValuation:

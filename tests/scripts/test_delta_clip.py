@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fedtrail.ml.aggregation import AggregationRule, aggregate, norm_clipped_mean
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
-import delta_clip
+from scripts.bench import _sim, delta_clip
 
 WEIGHTS = [250_000_000_000_000_000] * 4
 

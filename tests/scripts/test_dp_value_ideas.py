@@ -6,8 +6,6 @@ difference; the Platt utility ignores any affine change of the logit difference.
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +17,7 @@ from fedtrail.valuation.base import Candidate, Utility, ValuationContext
 from fedtrail.valuation.loo import leave_one_out
 from fedtrail.valuation.shapley import exact_shapley
 from fedtrail.valuation.utility import CoalitionUtility
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import dp_value_ideas
+from scripts.bench import dp_value_ideas
 
 
 def _random_utility(seed: int) -> Utility:

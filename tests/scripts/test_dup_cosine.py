@@ -3,20 +3,14 @@ the duplicate rule while a1's copies of a real update are caught."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import dup_cosine
-from _sim import SimConfig
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.terms import DuplicateRule
 from fedtrail.valuation.freeride import duplicate_residual_z
+from scripts.bench import dup_cosine
+from scripts.bench._sim import SimConfig
 
 
 def test_real_honest_pairs_are_not_duplicates_and_real_copies_are() -> None:

@@ -4,17 +4,13 @@ dump's files load back per method and seed."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedtrail.ml.metrics import classification_metrics, fit_intercept
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import f1cal_gap
+from scripts.bench import f1cal_gap
 
 
 def _model(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:

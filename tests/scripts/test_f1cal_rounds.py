@@ -5,15 +5,12 @@ weights of the sites that entered the round."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import f1cal_rounds
+from scripts.bench import f1cal_rounds
 
 
 def _round(rid: int, weights: list[int], f1c: float, auc: float) -> dict[str, Any]:

@@ -4,8 +4,6 @@ close a27 without reopening a26 (the two attacks give the same votes, relabelled
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,11 +12,7 @@ import torch
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote, peer_outcome
 from fedtrail.protocol.weights import SCORE_SCALE
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
-import jury_rules
+from scripts.bench import _sim, jury_rules
 
 F = SCORE_SCALE
 SITES = [_sim.peer_address(i) for i in range(5)]

@@ -4,12 +4,8 @@ ratios are known (a scaled update long in every tensor, an update long in one te
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import layer_norms
+from scripts.bench import layer_norms
 
 
 def _row(site: str, a: float, b: float) -> dict[str, object]:

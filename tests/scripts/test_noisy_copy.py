@@ -3,17 +3,12 @@ screen, with its white-noise test."""
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import noisy_copy
-
 from fedtrail.ml.datasets import load_bundled
+from scripts.bench import noisy_copy
 
 
 def test_measure_screens_every_honest_update_and_each_kind_of_copy() -> None:

@@ -4,18 +4,13 @@ threshold; one long update or a larger site's longer one is not enough."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.combine import SiteValuation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import norm_persist
+from scripts.bench import norm_persist
 
 
 def _site(site: str, n: int, norm: float, *, score: int = 1_000_000) -> SiteValuation:

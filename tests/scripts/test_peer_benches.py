@@ -5,18 +5,13 @@ honest sites' weight moves and validator reputations with and without lying vali
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import accuracy
-import peer_replay
-import peer_validators
-from _sim import RoundRecord, SimResult
+from scripts.bench import accuracy, peer_replay, peer_validators
+from scripts.bench._sim import RoundRecord, SimResult
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

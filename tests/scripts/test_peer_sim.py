@@ -6,9 +6,6 @@ configured and lose validator reputation."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,10 +15,7 @@ from fedtrail.ml.datasets import ImageDataset, Splits, load_bundled
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote, peer_outcome
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
+from scripts.bench import _sim
 
 
 def _balanced(ds: ImageDataset, per_class: int) -> ImageDataset:

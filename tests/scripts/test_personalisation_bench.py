@@ -3,12 +3,7 @@ is at least as good as the better of global and local-only."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import personalisation as bench
+from scripts.bench import personalisation as bench
 
 
 def _site(g: float, loc: float, p: float) -> dict[str, object]:

@@ -4,15 +4,11 @@ update, per parameter group, and its norm over the round's median (raw and per l
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import poison_signals
+from scripts.bench import poison_signals
 
 
 def _delta(conv: list[float], head: list[float]) -> dict[str, torch.Tensor]:
@@ -80,9 +76,8 @@ def test_measure_trains_the_server_update_from_the_sites_global_model(
     """The spy takes the simulation's aggregate call as it is (keyword arguments included),
     gives every sent update each signal every round, and trains the server update from the very
     model the sites trained from that round (it follows the global model itself)."""
-    import _sim
-
     from fedtrail.ml.datasets import load_bundled
+    from scripts.bench import _sim
 
     torch.set_num_threads(1)
     starts: dict[str, list[dict[str, torch.Tensor]]] = {"sites": [], "server": []}

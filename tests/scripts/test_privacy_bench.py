@@ -3,19 +3,13 @@ its training images from one that does not, and is not fooled by a label-mix gap
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import privacy as bench
 
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
+from scripts.bench import privacy as bench
 
 
 def _random_images(n: int, seed: int) -> ImageDataset:

@@ -4,15 +4,12 @@ tests the rule itself)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import record_floor
+from scripts.bench import record_floor
 
 
 def test_the_floor_becomes_accuracys_record_floor() -> None:
@@ -37,8 +34,7 @@ def test_a_saved_accuracy_run_records_the_floor_it_ran_with(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: tuple[str, ...], expected: float
 ) -> None:
     """A run at the default floor says 0.5, not null: a JSON alone tells whether it was on."""
-    import _sim
-    import accuracy
+    from scripts.bench import _sim, accuracy
 
     floors: list[float] = []
     docs: list[dict[str, Any]] = []
@@ -86,8 +82,7 @@ def test_a_saved_accuracy_run_records_the_combiners_other_thresholds(
 ) -> None:
     """The combiner's other thresholds with a flag: the value the runs had, the default
     included (they wrote null at the default before session 59)."""
-    import _sim
-    import accuracy
+    from scripts.bench import _sim, accuracy
 
     ran: list[float] = []
     docs: list[dict[str, Any]] = []

@@ -4,17 +4,11 @@ request."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 import fedtrail.valuation.round as round_module
 from fedtrail.valuation import normalised_values
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import share_clip
+from scripts.bench import share_clip
 
 
 def test_a_dominant_value_is_clipped_and_the_others_shares_grow() -> None:

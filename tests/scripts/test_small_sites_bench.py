@@ -3,18 +3,11 @@ and which free-rider test zeroed each site-round (``RoundRecord.why``), with its
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import _sim
-import small_sites
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import load_bundled
+from scripts.bench import _sim, small_sites
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,14 +6,10 @@ the counterfactual has weight share 0."""
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import small_step_collapse
+from scripts.bench import small_step_collapse
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

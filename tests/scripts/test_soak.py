@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import soak
+from scripts.bench import soak
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,17 +3,12 @@ before it (other sites' updates, its own, the global delta), as the stale screen
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import stale_cosine
-
 from fedtrail.ml.datasets import load_bundled
+from scripts.bench import stale_cosine
 
 
 def test_measure_pairs_every_update_with_the_references_it_looks_back_on() -> None:

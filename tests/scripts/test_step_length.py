@@ -4,14 +4,9 @@ falling from t = 0 gives 0, one still rising at the grid's end gives the end."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import step_length
+from scripts.bench import step_length
 
 
 def test_quadratic_utility_gives_its_vertex() -> None:

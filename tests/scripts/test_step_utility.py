@@ -4,21 +4,15 @@ the coalition model's utility, over steps in [0, eta_max]."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import step_utility
 
 from fedtrail.ml.aggregation import apply_delta, sample_weighted_mean
 from fedtrail.ml.metrics import fit_intercept, predict_logits
 from fedtrail.ml.models import initial_model, load_federated
 from fedtrail.valuation.base import Candidate, ValuationContext
 from fedtrail.valuation.utility import CoalitionUtility
+from scripts.bench import step_utility
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import value_decomposition
+from scripts.bench import value_decomposition
 
 
 def test_shapley_shares_match_the_products_values_and_every_measure_is_there(

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import warmup_alone
-
 from fedtrail.valuation.round import WARM_UP_MAX_HARM
+from scripts.bench import warmup_alone
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

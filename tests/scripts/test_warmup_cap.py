@@ -3,15 +3,11 @@ updates above K median norms lose their weight, later rounds stay as recorded.""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import warmup_cap
+from scripts.bench import warmup_cap
 
 
 def _run() -> dict[str, Any]:

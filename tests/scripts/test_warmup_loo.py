@@ -6,16 +6,13 @@ with ``--carry S``, starts round 2 with the record -S."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import warmup_loo
+from scripts.bench import warmup_loo
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,17 +4,11 @@ below credit_cosine; scores of 0 and updates without robust statistics are left 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.combine import SiteValuation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import weight_factors
+from scripts.bench import weight_factors
 
 
 def _site(site: str, norm: float, cosine: float, *, score: int = 1_000_000) -> SiteValuation:

@@ -3,17 +3,11 @@ are left out of the others' game and valued by their marginal on the others' coa
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 import fedtrail.valuation.round as round_module
 from fedtrail.valuation.standing import History
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import zeroed_out
+from scripts.bench import zeroed_out
 
 
 class Diluting:
