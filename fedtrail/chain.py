@@ -197,7 +197,7 @@ class _PostPool:
                 answer = requests.Response()
                 answer.status_code, answer.reason = resp.status, resp.reason
                 answer._content = body  # the body requests would have read
-                answer.url = endpoint_uri
+                answer.url = requests.Request("POST", endpoint_uri).prepare().url or ""
                 answer.raise_for_status()
             return body
         finally:
