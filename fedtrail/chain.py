@@ -137,7 +137,14 @@ class _PostPool:
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_fallback", "_idle", "_lock"):
+            raise AttributeError(name)  # not yet set (copy, pickle, a failed __init__)
         return getattr(self._fallback, name)
+
+    def __del__(self) -> None:
+        # a provider dropped without a close (web3 has none): no socket left to the GC
+        for conn in getattr(self, "_idle", ()):
+            conn.close()
 
     def _take(self, timeout: float) -> http.client.HTTPConnection:
         while True:
