@@ -153,11 +153,13 @@ class _PostPool:
             if conn is None:
                 return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
             sock = conn.sock
-            try:
-                readable = sock is None or bool(select.select([sock], [], [], 0)[0])
-            except (OSError, ValueError):
+            try:  # poll, not select: any descriptor number (select refuses those >= 1024)
+                watch = select.poll()
+                watch.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+                readable = bool(watch.poll(0))
+            except (OSError, ValueError, TypeError):  # closed already (no socket, fd -1)
                 readable = True
-            if readable:  # closed by the node while idle (or it sent what nobody asked)
+            if sock is None or readable:  # closed by the node while idle, or it sent unasked
                 conn.close()
                 continue
             conn.timeout = timeout
