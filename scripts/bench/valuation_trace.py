@@ -8,9 +8,9 @@ Reads the JSON that ``scripts/bench/accuracy.py --out RUN.json`` writes (its ``v
 runs; runs saved before the diagnostics were recorded have no cosines or norms and are
 skipped) and prints, for each run, every site's cosine to the round's median update, its norm
 over the median norm, the share the standing credited it, its on-chain score and its share of
-the round's weight, round by
-round; then, over all runs, what separates the faulty sites from the honest ones on the
-data-free statistics:
+the round's weight, the game's raw value, its record (accumulated value) after the round and
+its reason code (cut to 6 characters), round by round; then, over all runs, what separates
+the faulty sites from the honest ones on the data-free statistics:
 
 * the distribution of honest updates' norm ratios (median, 90th, 95th, 99th percentile, max)
   against each fault kind's (min and median): a norm bound that clips a scaled update must
@@ -140,6 +140,11 @@ def _print_run(label: str, run: dict[str, Any]) -> None:
             "share": [_fmt((r["shares"] or {}).get(name), "+6.2f", "     .") for r in rounds],
             "score": [_fmt(_score(r, name), "6.2f", "     -") for r in rounds],
             "weight": [_fmt(_weight(r, name), "6.3f", "     -") for r in rounds],
+            "value": [_fmt((r.get("values") or {}).get(name), "+6.3f", "     .") for r in rounds],
+            "rec": [
+                _fmt((r.get("accumulated") or {}).get(name), "+6.2f", "     .") for r in rounds
+            ],
+            "why": [f"{_reason(r, name):>6}" for r in rounds],
         }
         for i, (row, cells) in enumerate(rows.items()):
             head = f"{name:9} {fault:12}" if i == 0 else " " * 22
@@ -150,6 +155,13 @@ def _score(record: dict[str, Any], site: str) -> float | None:
     if site not in record["submitted"]:
         return None
     return float(record["scores"][record["submitted"].index(site)]) / 1e6
+
+
+def _reason(record: dict[str, Any], site: str) -> str:
+    """The site's reason code this round, cut to 6 characters ("-": not submitted)."""
+    if site not in record["submitted"]:
+        return "-"
+    return str(record["reasons"][record["submitted"].index(site)])[:6]
 
 
 def _weight(record: dict[str, Any], site: str) -> float | None:
