@@ -77,6 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.combine import RECORD_FLOOR
 from fedtrail.valuation.standing import (
     accumulate,
@@ -84,7 +85,9 @@ from fedtrail.valuation.standing import (
     demoted_score,
     demotion_reference,
     floored_records,
+    floored_score,
     normalised_values,
+    outweighing,
     scaled_score,
 )
 
@@ -93,6 +96,9 @@ DEMOTE_SCALE = 0.5
 MIN_ROBUST_SITES = 3
 """The combiner's ``min_robust_sites``: fewer usable updates, no credit rule."""
 RUN_FLOOR = "_replay_record_floor"
+RUN_WARM_UP = "_replay_warm_up"
+"""The key a loaded run carries its recorded ``(warm_up_floor, warm_up_scope)`` under
+(:func:`recorded_warm_up`): the replay scores its warm-up round as the run did."""
 """The key a loaded run carries its recorded floor under (:func:`recorded_floor`), for the
 rules that replay the run's own floor (``Rule.record_floor`` None)."""
 
@@ -106,6 +112,15 @@ def recorded_floor(settings: dict[str, Any]) -> float:
         return 0.0
     floor = settings["record_floor"]
     return RECORD_FLOOR if floor is None else float(floor)
+
+
+def recorded_warm_up(settings: dict[str, Any]) -> tuple[float, int]:
+    """The ``(warm_up_floor, warm_up_scope)`` a saved accuracy run was valued with: the
+    recorded numbers; (1, 0), the warm-up before the rule (every passer at full score, nothing
+    recorded), where ``warm_up_floor`` is absent (runs saved before it)."""
+    if settings.get("warm_up_floor") is None:
+        return 1.0, 0
+    return float(settings["warm_up_floor"]), int(settings.get("warm_up_scope") or 0)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -242,6 +257,9 @@ class Rule:
     decay: float = 1.0
     """Each round the previous accumulated values are multiplied by this before the round's
     shares are added (1: off): old shares forgotten geometrically."""
+    warm_up_scope: int | None = None
+    """The warm-up's ``warm_up_scope`` replayed (None: the run's own, ``RUN_WARM_UP``); acts
+    only where the run's ``warm_up_floor`` is below 1."""
     record_cap: float = 0.0
     """After each round's shares are added, a record above this is cut to it (0: off): a site
     cannot bank positive credit beyond it to shield later negative shares (issue 12 (c): the
@@ -275,6 +293,10 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     record_floor = (
         float(run.get(RUN_FLOOR, 0.0)) if rule.record_floor is None else rule.record_floor
     )
+    warm_floor, warm_scope = run.get(RUN_WARM_UP, (1.0, 0))
+    if rule.warm_up_scope is not None:
+        warm_scope = rule.warm_up_scope
+    first = True  # the warm-up: the first round that is not skipped
     accumulated: dict[str, float] = {}
     ratios: dict[str, list[float]] = {}
     shares: list[float] = []
@@ -282,6 +304,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     for r in rounds:
         if r["skipped"]:
             continue
+        warm_up, first = first, False
         values: dict[str, float] = r["values"]
         cosines: dict[str, float] = r["cosines"]
         normalised = normalised_values(values) if r["shares"] is not None else None
@@ -311,7 +334,16 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     and normalised[site] < 0
                 ):
                     normalised[site] *= ratio / rule.harm_norm
-        after = accumulate({k: v * rule.decay for k, v in accumulated.items()}, normalised or {})
+        scoped: frozenset[str] | None = None  # warm_up_scope 1: the warm-up's scored sites
+        if warm_up and normalised is not None and warm_floor < 1.0 and warm_scope:
+            scoped = outweighing(normalised, {site: samples[site] for site in normalised})
+        after = accumulate(
+            {k: v * rule.decay for k, v in accumulated.items()},
+            {k: v for k, v in (normalised or {}).items() if scoped is None or k in scoped},
+        )
+        scored_records = (
+            accumulate(after, {}) if scoped is None else accumulate(accumulated, normalised or {})
+        )
         if rule.record_cap > 0:
             after = {k: min(v, rule.record_cap) for k, v in after.items()}
         if rule.screened_harmful > 0:  # in the warm-up round too
@@ -319,7 +351,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 if site in r["norm_ratios"] and site not in values:
                     after[site] = min(after.get(site, 0.0), 0.0) - rule.screened_harmful
         robust = len(cosines) >= MIN_ROBUST_SITES
-        if record_floor > 0 and r["shares"] is not None:  # not in the warm-up
+        if record_floor > 0 and r["shares"] is not None and not warm_up:
             after = floored_records(
                 after,
                 {s: cosines.get(s) if robust else None for s in r["submitted"] if s in values},
@@ -327,7 +359,8 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 demote_scale=DEMOTE_SCALE,
                 relief_cosine=rule.relief_cosine,
             )
-        reference = demotion_reference(after.get(s, 0.0) for s in values)
+            scored_records = after
+        reference = demotion_reference(scored_records.get(s, 0.0) for s in values)
         norms: dict[str, float] = r["norm_ratios"]
         median_n = statistics.median([samples[s] for s in norms]) if norms else 0
         seen = dict(ratios)
@@ -344,7 +377,13 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     if c is not None and len(cosines) >= MIN_ROBUST_SITES and c < rule.relief_cosine
                     else reference
                 )
-                score = demoted_score(after.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE)
+                score = demoted_score(
+                    scored_records.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE
+                )
+                if warm_up and normalised is not None and warm_floor < 1.0:
+                    score = floored_score(score, warm_floor)
+                    if scoped is not None and site not in scoped:
+                        score = SCORE_SCALE
                 history = seen.get(site, [])
                 if rule.norm_window:
                     history = history[-rule.norm_window :]
@@ -583,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 shown += 1
                 run[RUN_FLOOR] = floor
+                run[RUN_WARM_UP] = recorded_warm_up(doc["settings"])
                 label = f"alpha {alpha:g} ({key})"
                 replayed.append((label, run))
                 if not args.summary_only:
@@ -758,6 +798,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 *(
                     Rule(f"decay {d:g}", relief_cosine=args.relief_cosine, decay=d)
                     for d in (0.5, 0.7, 0.8)
+                ),
+                Rule(
+                    "record floor 0.5 + warm_up_scope 0 (every warm-up passer from its share)",
+                    relief_cosine=args.relief_cosine,
+                    record_floor=0.5,
+                    warm_up_scope=0,
                 ),
                 *(
                     Rule(
