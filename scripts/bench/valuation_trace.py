@@ -174,9 +174,10 @@ def _score(record: dict[str, Any], site: str) -> float | None:
 
 def _reason(record: dict[str, Any], site: str) -> str:
     """The site's reason code this round, cut to 6 characters ("-": not submitted)."""
-    if site not in record["submitted"]:
+    reasons = record.get("reasons")
+    if site not in record["submitted"] or not reasons:
         return "-"
-    return str(record["reasons"][record["submitted"].index(site)])[:6]
+    return str(reasons[record["submitted"].index(site)])[:6]
 
 
 def _weight(record: dict[str, Any], site: str) -> float | None:
