@@ -50,6 +50,8 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 * ``loo withheld`` / ``loo negative (any)``: a withheld positive share (any share) of an update
   whose recorded leave-one-out gain at the grand coalition is negative (``accuracy.py
   --game-probe``) becomes that gain over the round's total absolute value;
+* ``record cap C``: a record above ``C`` is cut to it after each round, so credit banked in
+  early rounds cannot shield later negative shares;
 * ``oracle: KINDS zeroed from round R``: the sites of those fault kinds (``scale``: scenario
   (c)'s x10 site; ``sign_flip``: its sign-flipper) score 0 from round R on, everything else as
   the recorded rule: a bound on what any rule that recognised them from round R could reach
@@ -58,8 +60,10 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 The replay is first order: the same trajectory (the recorded updates, cosines and values), so
 what a rule would have changed in later models is not in it; the ``recorded rule`` row
 replays today's rule on the same records, at the record floor the run was valued with
-(:func:`recorded_floor`; ``--record-floor F`` replays every run at ``F``), and should give the
-recorded shares, a check on the replay itself; ``recorded rule, no floor`` replays it with the
+(:func:`recorded_floor`; ``--record-floor F`` replays every run at ``F``) and with the run's
+warm-up (:func:`recorded_warm_up`: ``warm_up_floor`` and ``warm_up_scope``, every candidate row
+too unless it names a scope), and should give the recorded shares, a check on the replay
+itself; ``recorded rule, no floor`` replays it with the
 floor off (the unbounded record). The other candidate rows replay without the floor unless
 they name one.
 
