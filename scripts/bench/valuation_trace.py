@@ -8,9 +8,9 @@ Reads the JSON that ``scripts/bench/accuracy.py --out RUN.json`` writes (its ``v
 runs; runs saved before the diagnostics were recorded have no cosines or norms and are
 skipped) and prints, for each run, every site's cosine to the round's median update, its norm
 over the median norm, the share the standing credited it, its on-chain score and its share of
-the round's weight, round by
-round; then, over all runs, what separates the faulty sites from the honest ones on the
-data-free statistics:
+the round's weight, the game's raw value, its record (accumulated value) after the round and
+its reason code (cut to 6 characters), round by round; then, over all runs, what separates
+the faulty sites from the honest ones on the data-free statistics:
 
 * the distribution of honest updates' norm ratios (median, 90th, 95th, 99th percentile, max)
   against each fault kind's (min and median): a norm bound that clips a scaled update must
@@ -50,6 +50,8 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 * ``loo withheld`` / ``loo negative (any)``: a withheld positive share (any share) of an update
   whose recorded leave-one-out gain at the grand coalition is negative (``accuracy.py
   --game-probe``) becomes that gain over the round's total absolute value;
+* ``record cap C``: a record above ``C`` is cut to it after each round, so credit banked in
+  early rounds cannot shield later negative shares;
 * ``oracle: KINDS zeroed from round R``: the sites of those fault kinds (``scale``: scenario
   (c)'s x10 site; ``sign_flip``: its sign-flipper) score 0 from round R on, everything else as
   the recorded rule: a bound on what any rule that recognised them from round R could reach
@@ -58,8 +60,10 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 The replay is first order: the same trajectory (the recorded updates, cosines and values), so
 what a rule would have changed in later models is not in it; the ``recorded rule`` row
 replays today's rule on the same records, at the record floor the run was valued with
-(:func:`recorded_floor`; ``--record-floor F`` replays every run at ``F``), and should give the
-recorded shares, a check on the replay itself; ``recorded rule, no floor`` replays it with the
+(:func:`recorded_floor`; ``--record-floor F`` replays every run at ``F``) and with the run's
+warm-up (:func:`recorded_warm_up`: ``warm_up_floor`` and ``warm_up_scope``, every candidate row
+too unless it names a scope), and should give the recorded shares, a check on the replay
+itself; ``recorded rule, no floor`` replays it with the
 floor off (the unbounded record). The other candidate rows replay without the floor unless
 they name one.
 
@@ -77,6 +81,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.combine import RECORD_FLOOR
 from fedtrail.valuation.standing import (
     accumulate,
@@ -84,7 +89,9 @@ from fedtrail.valuation.standing import (
     demoted_score,
     demotion_reference,
     floored_records,
+    floored_score,
     normalised_values,
+    outweighing,
     scaled_score,
 )
 
@@ -93,6 +100,9 @@ DEMOTE_SCALE = 0.5
 MIN_ROBUST_SITES = 3
 """The combiner's ``min_robust_sites``: fewer usable updates, no credit rule."""
 RUN_FLOOR = "_replay_record_floor"
+RUN_WARM_UP = "_replay_warm_up"
+"""The key a loaded run carries its recorded ``(warm_up_floor, warm_up_scope)`` under
+(:func:`recorded_warm_up`): the replay scores its warm-up round as the run did."""
 """The key a loaded run carries its recorded floor under (:func:`recorded_floor`), for the
 rules that replay the run's own floor (``Rule.record_floor`` None)."""
 
@@ -106,6 +116,15 @@ def recorded_floor(settings: dict[str, Any]) -> float:
         return 0.0
     floor = settings["record_floor"]
     return RECORD_FLOOR if floor is None else float(floor)
+
+
+def recorded_warm_up(settings: dict[str, Any]) -> tuple[float, int]:
+    """The ``(warm_up_floor, warm_up_scope)`` a saved accuracy run was valued with: the
+    recorded numbers; (1, 0), the warm-up before the rule (every passer at full score, nothing
+    recorded), where ``warm_up_floor`` is absent (runs saved before it)."""
+    if settings.get("warm_up_floor") is None:
+        return 1.0, 0
+    return float(settings["warm_up_floor"]), int(settings.get("warm_up_scope") or 0)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -140,6 +159,11 @@ def _print_run(label: str, run: dict[str, Any]) -> None:
             "share": [_fmt((r["shares"] or {}).get(name), "+6.2f", "     .") for r in rounds],
             "score": [_fmt(_score(r, name), "6.2f", "     -") for r in rounds],
             "weight": [_fmt(_weight(r, name), "6.3f", "     -") for r in rounds],
+            "value": [_fmt((r.get("values") or {}).get(name), "+6.3f", "     .") for r in rounds],
+            "rec": [
+                _fmt((r.get("accumulated") or {}).get(name), "+6.2f", "     .") for r in rounds
+            ],
+            "why": [f"{_reason(r, name):>6}" for r in rounds],
         }
         for i, (row, cells) in enumerate(rows.items()):
             head = f"{name:9} {fault:12}" if i == 0 else " " * 22
@@ -150,6 +174,14 @@ def _score(record: dict[str, Any], site: str) -> float | None:
     if site not in record["submitted"]:
         return None
     return float(record["scores"][record["submitted"].index(site)]) / 1e6
+
+
+def _reason(record: dict[str, Any], site: str) -> str:
+    """The site's reason code this round, cut to 6 characters ("-": not submitted)."""
+    reasons = record.get("reasons")
+    if site not in record["submitted"] or not reasons:
+        return "-"
+    return str(reasons[record["submitted"].index(site)])[:6]
 
 
 def _weight(record: dict[str, Any], site: str) -> float | None:
@@ -230,6 +262,14 @@ class Rule:
     decay: float = 1.0
     """Each round the previous accumulated values are multiplied by this before the round's
     shares are added (1: off): old shares forgotten geometrically."""
+    warm_up_scope: int | None = None
+    """The warm-up's ``warm_up_scope`` replayed (None: the run's own, ``RUN_WARM_UP``); acts
+    only where the run's ``warm_up_floor`` is below 1."""
+    record_cap: float = 0.0
+    """After each round's shares are added, a record above this is cut to it (0: off): a site
+    cannot bank positive credit beyond it to shield later negative shares (issue 12 (c): the
+    x10 site of alpha 1 seed 0 banks +0.44 in rounds 1-4 and keeps full score through round 6
+    while its shares are negative)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +298,10 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     record_floor = (
         float(run.get(RUN_FLOOR, 0.0)) if rule.record_floor is None else rule.record_floor
     )
+    warm_floor, warm_scope = run.get(RUN_WARM_UP, (1.0, 0))
+    if rule.warm_up_scope is not None:
+        warm_scope = rule.warm_up_scope
+    first = True  # the warm-up: the first round that is not skipped
     accumulated: dict[str, float] = {}
     ratios: dict[str, list[float]] = {}
     shares: list[float] = []
@@ -265,6 +309,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     for r in rounds:
         if r["skipped"]:
             continue
+        warm_up, first = first, False
         values: dict[str, float] = r["values"]
         cosines: dict[str, float] = r["cosines"]
         normalised = normalised_values(values) if r["shares"] is not None else None
@@ -294,13 +339,24 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     and normalised[site] < 0
                 ):
                     normalised[site] *= ratio / rule.harm_norm
-        after = accumulate({k: v * rule.decay for k, v in accumulated.items()}, normalised or {})
+        scoped: frozenset[str] | None = None  # warm_up_scope 1: the warm-up's scored sites
+        if warm_up and normalised is not None and warm_floor < 1.0 and warm_scope:
+            scoped = outweighing(normalised, {site: samples[site] for site in normalised})
+        after = accumulate(
+            {k: v * rule.decay for k, v in accumulated.items()},
+            {k: v for k, v in (normalised or {}).items() if scoped is None or k in scoped},
+        )
+        scored_records = (
+            accumulate(after, {}) if scoped is None else accumulate(accumulated, normalised or {})
+        )
+        if rule.record_cap > 0:
+            after = {k: min(v, rule.record_cap) for k, v in after.items()}
         if rule.screened_harmful > 0:  # in the warm-up round too
             for site in r["submitted"]:
                 if site in r["norm_ratios"] and site not in values:
                     after[site] = min(after.get(site, 0.0), 0.0) - rule.screened_harmful
         robust = len(cosines) >= MIN_ROBUST_SITES
-        if record_floor > 0 and r["shares"] is not None:  # not in the warm-up
+        if record_floor > 0 and r["shares"] is not None and not warm_up:
             after = floored_records(
                 after,
                 {s: cosines.get(s) if robust else None for s in r["submitted"] if s in values},
@@ -308,7 +364,8 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 demote_scale=DEMOTE_SCALE,
                 relief_cosine=rule.relief_cosine,
             )
-        reference = demotion_reference(after.get(s, 0.0) for s in values)
+            scored_records = after
+        reference = demotion_reference(scored_records.get(s, 0.0) for s in values)
         norms: dict[str, float] = r["norm_ratios"]
         median_n = statistics.median([samples[s] for s in norms]) if norms else 0
         seen = dict(ratios)
@@ -325,7 +382,13 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     if c is not None and len(cosines) >= MIN_ROBUST_SITES and c < rule.relief_cosine
                     else reference
                 )
-                score = demoted_score(after.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE)
+                score = demoted_score(
+                    scored_records.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE
+                )
+                if warm_up and normalised is not None and warm_floor < 1.0:
+                    score = floored_score(score, warm_floor)
+                    if scoped is not None and site not in scoped:
+                        score = SCORE_SCALE
                 history = seen.get(site, [])
                 if rule.norm_window:
                     history = history[-rule.norm_window :]
@@ -564,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 shown += 1
                 run[RUN_FLOOR] = floor
+                run[RUN_WARM_UP] = recorded_warm_up(doc["settings"])
                 label = f"alpha {alpha:g} ({key})"
                 replayed.append((label, run))
                 if not args.summary_only:
@@ -739,6 +803,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 *(
                     Rule(f"decay {d:g}", relief_cosine=args.relief_cosine, decay=d)
                     for d in (0.5, 0.7, 0.8)
+                ),
+                Rule(
+                    "record floor 0.5 + warm_up_scope 0 (every warm-up passer from its share)",
+                    relief_cosine=args.relief_cosine,
+                    record_floor=0.5,
+                    warm_up_scope=0,
+                ),
+                *(
+                    Rule(
+                        f"record floor 0.5 + record cap {c:g}",
+                        relief_cosine=args.relief_cosine,
+                        record_floor=0.5,
+                        record_cap=c,
+                    )
+                    for c in (0.05, 0.1, 0.2, 0.3)
                 ),
                 Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
                 Rule("relief_cosine -0.7", relief_cosine=-0.7),

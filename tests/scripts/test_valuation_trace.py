@@ -520,3 +520,78 @@ def test_a_negative_record_floor_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "--record-floor must be a number >= 0" in proc.stderr
+
+
+def _warm_up_run() -> dict[str, object]:
+    """Round 1 (the warm-up, its shares recorded as under ``warm_up_floor`` 0.5): A, B and G
+    valued +1 (shares 1/6), F -3 (share -0.5); round 2: A, B, G +1, F 0. G (50 samples) is
+    vouched and larger than F (40), so under ``warm_up_scope`` 1 F does not outweigh it: full
+    score in round 1 and nothing recorded, full score in round 2 (faulty share 40/110 in
+    both). Under scope 0 F is scored from its -0.5 (0, floored to 0.5: 20/90) and recorded,
+    so round 2 scores it 0."""
+    names = ["A", "B", "G", "F"]
+    cos = {"A": 0.9, "B": 0.8, "G": 0.7, "F": -0.5}
+    norms = dict.fromkeys(names, 1.0)
+
+    def rnd(n: int, values: dict[str, float]) -> dict[str, object]:
+        return {
+            "round": n,
+            "skipped": False,
+            "submitted": names,
+            "values": values,
+            "shares": {},
+            "cosines": cos,
+            "norm_ratios": norms,
+        }
+
+    return {
+        "site_names": names,
+        "site_samples": [10, 10, 50, 40],
+        "site_faults": ["none", "none", "none", "sign_flip"],
+        "rounds": [
+            rnd(1, {"A": 1.0, "B": 1.0, "G": 1.0, "F": -3.0}),
+            rnd(2, {"A": 1.0, "B": 1.0, "G": 1.0, "F": 0.0}),
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("warm_up", "rule_scope", "share"),
+    [
+        ((0.5, 1), None, 40 / 110),  # the run's own: scope 1, F not outweighing
+        ((0.5, 1), 0, (20 / 90 + 0) / 2),  # replayed at scope 0
+        ((0.5, 0), None, (20 / 90 + 0) / 2),  # a run valued at scope 0
+    ],
+)
+def test_the_replay_scores_the_warm_up_as_the_run_did(
+    warm_up: tuple[float, int], rule_scope: int | None, share: float
+) -> None:
+    """Session 63's warm-up (``warm_up_floor`` 0.5, ``warm_up_scope`` 1) records the warm-up's
+    shares; the replay read them as an ordinary round's (F scored 0 and recorded at -0.5:
+    share 0), so on (c) alpha 1 seed 0 its ``recorded rule`` gave 0.088 against the recorded
+    0.104."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("valuation_trace", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    trace = importlib.util.module_from_spec(spec)
+    sys.modules["valuation_trace"] = trace  # its dataclasses look their module up
+    spec.loader.exec_module(trace)
+    run = _warm_up_run()
+    run[trace.RUN_WARM_UP] = warm_up
+    rule = trace.Rule("x", relief_cosine=-0.7, record_floor=0.5, warm_up_scope=rule_scope)
+    out = trace.replay(run, rule, credit_cosine=-0.7)
+    assert out is not None
+    assert out.faulty_share == pytest.approx(share)
+
+
+def test_recorded_warm_up_reads_the_runs_settings() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("valuation_trace", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    trace = importlib.util.module_from_spec(spec)
+    sys.modules["valuation_trace"] = trace
+    spec.loader.exec_module(trace)
+    assert trace.recorded_warm_up({}) == (1.0, 0)  # saved before the rule: off
+    assert trace.recorded_warm_up({"warm_up_floor": 0.5, "warm_up_scope": 1}) == (0.5, 1)
