@@ -808,8 +808,8 @@ class Combiner:
         and each score below the full one is raised to at least ``warm_up_floor`` of it
         (:func:`~fedtrail.valuation.standing.floored_score`); with ``scoped`` (``warm_up_scope``
         1: :func:`~fedtrail.valuation.standing.outweighing`; None under 0 and 2) only those
-        sites are, every other passer keeps the full score. ``screened``: :meth:`screen`'s verdicts on the same inputs
-        when the caller has them (screened again otherwise)."""
+        sites are, every other passer keeps the full score. ``screened``: :meth:`screen`'s
+        verdicts on the same inputs when the caller has them (screened again otherwise)."""
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
         if screened is None:
             screened = self.screen(candidates, robust)
