@@ -172,7 +172,8 @@ def test_a_vouched_update_added_never_makes_another_update_outweigh() -> None:
         "negative-share site split into Sybils each claiming no more than the largest vouched "
         "count escapes (full score, no record) with the same total count weight in round 1; "
         "the floor rule (warm_up_scope 0) scored every split part. Closing it needs another "
-        "rule (e.g. the negative claims summed), a protocol change, not a local fix"
+        "rule (e.g. the negative claims summed), a protocol change, not a local fix; "
+        "warm_up_scope 2 (h-325, opt-in) scores the parts in round 1, records them not"
     ),
 )
 def test_a_noisy_site_split_into_sybils_still_outweighs() -> None:
@@ -193,7 +194,8 @@ def test_a_noisy_site_split_into_sybils_still_outweighs() -> None:
         "noisy site keeps the full score and no record in round 1 (under warm_up_scope 0 it "
         "was floored and recorded); the colluder's own inflated claim is the old off rule's "
         "exposure (every passer weighted by its count at the full score), so no worse than "
-        "warm_up_floor 1, but the scope cannot tell a shield from an honest large site"
+        "warm_up_floor 1, but the scope cannot tell a shield from an honest large site; "
+        "warm_up_scope 2 (h-325, opt-in) scores it in round 1, records it not"
     ),
 )
 def test_a_colluders_claim_does_not_shield_a_noisy_site() -> None:
