@@ -161,7 +161,7 @@ def check_standing(
     expected_after = accumulate(standing.before, norm)
     scoped = _scoped(standing, combiner, subs)
     if scoped is not None:
-        # warm_up_scope 1: the warm-up records only the outweighing updates' shares
+        # warm_up_scope 1 and 2: the warm-up records only the outweighing updates' shares
         expected_after = accumulate(standing.before, {s: v for s, v in norm.items() if s in scoped})
     floor = 0.0 if combiner is None else combiner.record_floor
     if combiner is not None and floor > 0 and standing.valued_rounds > 0:
@@ -225,6 +225,8 @@ def check_standing(
     scoped = _scoped(standing, combiner, subs)
     if scoped is not None:  # scored by every share, whatever it records
         after = accumulate(standing.before, standing.normalised or {})
+        if combiner.warm_up_scope == 2:  # and every passer scored from its share, as 0
+            scoped = None
     reference = demotion_reference(float(after.get(s.site, 0.0)) for s in scored)
     scale = combiner.demote_scale
     for s in scored:
@@ -272,9 +274,10 @@ def check_standing(
 def _scoped(
     standing: Standing, combiner: Combiner | None, subs: list[Submission]
 ) -> frozenset[str] | None:
-    """The warm-up's outweighing updates under ``warm_up_scope`` 1 and ``warm_up_floor`` below
-    1 (:func:`~fedtrail.valuation.standing.outweighing` of the log's shares and the claimed
-    counts on chain); None in any other round or under other terms."""
+    """The warm-up's outweighing updates, the ones it records, under ``warm_up_scope`` 1 or 2
+    and ``warm_up_floor`` below 1 (:func:`~fedtrail.valuation.standing.outweighing` of the
+    log's shares and the claimed counts on chain; 1 scores only them from their shares, 2
+    every passer); None in any other round or under other terms."""
     if combiner is None or standing.valued_rounds != 0 or combiner.warm_up_floor >= 1.0:
         return None
     if not combiner.warm_up_scope:

@@ -131,7 +131,11 @@ below 1): 1, the warm-up scores and records only the updates that *outweigh* tho
 (:func:`~fedtrail.valuation.standing.outweighing`: a negative share and a claimed sample count
 above every count the game values at zero or more), every other passer keeps the full score and
 no record; 0 (what terms without it read as), the rule before it: every passer scored from its
-share, floored, and every share recorded. README *Scores from standing*."""
+share, floored, and every share recorded; 2 (opt-in), every passer scored from its share,
+floored, as 0, and only the outweighing updates' shares recorded, as 1: a noisy site split into
+Sybils that each claim no more than a vouched site, or shielded by a colluder valued at zero or
+more that claims as many samples, is still floored in round 1 (only its record escapes).
+README *Scores from standing*."""
 
 RECORD_FLOOR: Final = 0.5
 """The default ``record_floor`` of :class:`Combiner`: how far below its own reference a scored
@@ -307,10 +311,12 @@ class Combiner:
     (``settle(..., warm_up=True)``) is :func:`~fedtrail.valuation.standing.floored_score` of
     the demoted score its accumulated value gets. A recorded set of thresholds without it
     means 1: off.
-    ``warm_up_scope`` (0 or 1; default 1, see :data:`WARM_UP_SCOPE`): under ``warm_up_floor``
-    below 1, 1 limits that to the warm-up's outweighing updates
+    ``warm_up_scope`` (0, 1 or 2; default 1, see :data:`WARM_UP_SCOPE`): under
+    ``warm_up_floor`` below 1, 1 limits that to the warm-up's outweighing updates
     (:func:`~fedtrail.valuation.standing.outweighing`): only their shares are accumulated and
-    every other accepted update keeps the full score. A recorded set without it means 0.
+    every other accepted update keeps the full score; 2 scores every accepted update as 0 does
+    and accumulates only the outweighing updates' shares, as 1 does. A recorded set without it
+    means 0.
     ``record_floor`` (>= 0; default :data:`RECORD_FLOOR`, 0.5, the default ``demote_scale``;
     0: off): after a round's shares are added (not in the warm-up), each site scored from its
     standing has its record raised to at least its own reference (the one its score is judged
@@ -572,8 +578,8 @@ class Combiner:
         if not 0.0 <= _number("warm_up_floor", self.warm_up_floor) <= 1.0:
             raise ConfigError(f"warm_up_floor must lie in [0, 1], got {self.warm_up_floor}")
         w = self.warm_up_scope
-        if isinstance(w, bool) or w not in (0, 1):
-            raise ConfigError(f"warm_up_scope must be 0 or 1, got {w!r}")
+        if isinstance(w, bool) or w not in (0, 1, 2):
+            raise ConfigError(f"warm_up_scope must be 0, 1 or 2, got {w!r}")
         if _number("record_floor", self.record_floor) < 0.0:
             raise ConfigError(
                 f"record_floor must be a finite number >= 0 (0: off), got {self.record_floor}"
@@ -801,9 +807,9 @@ class Combiner:
         shares (the caller accumulates them, :func:`~fedtrail.valuation.round.value_round`)
         and each score below the full one is raised to at least ``warm_up_floor`` of it
         (:func:`~fedtrail.valuation.standing.floored_score`); with ``scoped`` (``warm_up_scope``
-        1: :func:`~fedtrail.valuation.standing.outweighing`) only those sites are, every other
-        passer keeps the full score. ``screened``: :meth:`screen`'s verdicts on the same inputs
-        when the caller has them (screened again otherwise)."""
+        1: :func:`~fedtrail.valuation.standing.outweighing`; None under 0 and 2) only those
+        sites are, every other passer keeps the full score. ``screened``: :meth:`screen`'s
+        verdicts on the same inputs when the caller has them (screened again otherwise)."""
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
         if screened is None:
             screened = self.screen(candidates, robust)

@@ -553,7 +553,7 @@ def _settle(
         carried = None  # as the game's path accumulates in the warm-up
         if comb.warm_up_floor < 1.0:
             carried = _standing_shares(values, cands, robust, comb)
-        scoped = _scoped(carried, passers, comb)
+        scoped, kept = _scoped(carried, passers, comb)
         return RoundValuation(
             sites=comb.settle(
                 cands,
@@ -570,7 +570,7 @@ def _settle(
             v_empty=base,
             v_full=None,
             combiner=comb,
-            accumulated=_recorded(previous, carried, scoped),
+            accumulated=_recorded(previous, carried, kept),
             normalised=carried,
             square_partials=squares,
         )
@@ -595,12 +595,12 @@ def _settle(
         normalised = _standing_shares(game.values, cands, robust, comb)
     accumulated = accumulate(previous, normalised or {})
     scored = accumulated  # what the scores read: in the warm-up every share (floored)
-    scoped = _scoped(normalised, passers, comb) if history.warm_up else None
+    scoped, kept = _scoped(normalised, passers, comb) if history.warm_up else (None, None)
     if not history.warm_up:  # the records kept within record_floor of their references
         accumulated = comb.floor_records(cands, robust, accumulated, passed=passed_sites(screened))
         scored = accumulated
     else:
-        accumulated = _recorded(previous, normalised, scoped)
+        accumulated = _recorded(previous, normalised, kept)
     return RoundValuation(
         sites=comb.settle(
             cands,
@@ -626,15 +626,16 @@ def _settle(
 
 def _scoped(
     shares: Mapping[str, float] | None, passers: Sequence[Candidate], comb: Combiner
-) -> frozenset[str] | None:
-    """The warm-up passers scored from their shares under ``warm_up_scope`` 1
-    (:func:`~fedtrail.valuation.standing.outweighing`; none without shares); None (every
-    passer, the rule before it) under ``warm_up_scope`` 0 or with ``warm_up_floor`` off."""
+) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """The warm-up passers (scored from their shares, recorded) under ``warm_up_scope``: 1
+    scores and records only the outweighing ones
+    (:func:`~fedtrail.valuation.standing.outweighing`; none without shares); 2 scores every
+    passer (None) and records only the outweighing ones; (None, None), every passer both (the
+    rule before it), under ``warm_up_scope`` 0 or with ``warm_up_floor`` off."""
     if comb.warm_up_floor >= 1.0 or not comb.warm_up_scope:
-        return None
-    if not shares:
-        return frozenset()
-    return outweighing(shares, {c.site: c.num_samples for c in passers})
+        return None, None
+    kept = outweighing(shares, {c.site: c.num_samples for c in passers}) if shares else frozenset()
+    return (None if comb.warm_up_scope == 2 else kept), kept
 
 
 def _recorded(
@@ -643,7 +644,7 @@ def _recorded(
     scoped: frozenset[str] | None,
 ) -> dict[str, float]:
     """The warm-up's record: ``previous`` plus its shares, only the ``scoped`` ones' when
-    given (``warm_up_scope`` 1)."""
+    given (``warm_up_scope`` 1 and 2)."""
     kept = dict(shares or {})
     if scoped is not None:
         kept = {s: v for s, v in kept.items() if s in scoped}

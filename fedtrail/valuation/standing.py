@@ -183,11 +183,12 @@ def accumulate(previous: Mapping[str, float], normalised: Mapping[str, float]) -
 
 
 def outweighing(shares: Mapping[str, float], counts: Mapping[str, int]) -> frozenset[str]:
-    """The warm-up passers ``warm_up_scope`` 1 scores and records (README *Scores from
-    standing*): each whose share is negative and whose claimed sample count is above every
-    count of a passer whose share is 0 or more (above 0 when none is): weighted by its count
-    alone, such an update would outweigh every update the game vouches for. ``shares`` the
-    warm-up's (after ``credit_cosine``), ``counts`` the claimed sample counts.
+    """The warm-up passers ``warm_up_scope`` 1 scores and records, and 2 records (it scores
+    every passer; README *Scores from standing*): each whose share is negative and whose
+    claimed sample count is above every count of a passer whose share is 0 or more (above 0
+    when none is): weighted by its count alone, such an update would outweigh every update
+    the game vouches for. ``shares`` the warm-up's (after ``credit_cosine``), ``counts`` the
+    claimed sample counts.
 
     Measured (issue 12): the warm-up's values are too noisy to score every passer by (an honest
     pneumonia-heavy site's round-1 share is as negative as a noisy site's, and scoring them all,

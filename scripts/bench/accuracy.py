@@ -1223,11 +1223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--warm-up-scope",
         type=int,
-        choices=(0, 1),
+        choices=(0, 1, 2),
         default=None,
         help="the combiner's warm_up_scope (under warm_up_floor below 1: 1 scores and records "
         "only the warm-up's outweighing updates, a negative share and a claimed count above "
-        "every non-negative one's; 0 every passer); default: the combiner's",
+        "every non-negative one's; 0 every passer; 2 scores every passer and records only the "
+        "outweighing ones); default: the combiner's",
     )
     parser.add_argument(
         "--record-floor",

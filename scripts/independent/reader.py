@@ -1967,12 +1967,16 @@ def standing_scores(
             share[a] = 0.0
     # warm_up_scope 1 (terms without it: 0): in the warm-up only a share below 0 whose site
     # claimed more samples than every site with a share of 0 or more (0 when none) is scored
-    # from its share and kept in after; every other passer keeps the full score
-    scope = None
-    if warm and cc.get("warm_up_scope", 0) == 1:
+    # from its share and kept in after; every other passer keeps the full score.
+    # warm_up_scope 2: every passer is scored from its share (as 0), only those kept in after
+    scope = None  # the sites kept in after (None: every one)
+    scored_only = None  # the sites scored from their shares (None: every one)
+    wscope = cc.get("warm_up_scope", 0)
+    if warm and wscope in (1, 2):
         cnt = counts or {}
         top = max((cnt.get(a, 0) for a, v in share.items() if v >= 0), default=0)
         scope = {a for a, v in share.items() if v < 0 and cnt.get(a, 0) > top}
+        scored_only = scope if wscope == 1 else None
     logged_share = {k.lower(): v for k, v in (st.get("normalised") or {}).items()}
     ok_share = logged_share == share and (st.get("normalised") is None) == (not share)
     before = {k.lower(): v for k, v in (st.get("before") or {}).items()}
@@ -2014,7 +2018,7 @@ def standing_scores(
             sc = 0
         if warm and sc < SCORE_SCALE:
             sc = max(sc, round(SCORE_SCALE * wfloor))
-        if scope is not None and a not in scope:
+        if scored_only is not None and a not in scored_only:
             sc = SCORE_SCALE
         med_a = comp_a.get("median_norm")
         # max_norm_ratio / small_norm_ratio (off at 0): an update above max_norm_ratio median
@@ -2450,7 +2454,7 @@ COMBINER_RANGES = {
     "sample_median_self": "{0, 1}",
     "dp_spend_check": "{0, 1}",
     "tiny_size_own": "{0, 1}",
-    "warm_up_scope": "{0, 1}",
+    "warm_up_scope": "{0, 1, 2}",
     "dp_noise_check": "{0, 1, 2}",
 }
 

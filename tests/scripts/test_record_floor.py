@@ -69,6 +69,7 @@ def test_a_saved_accuracy_run_records_the_floor_it_ran_with(
         (("--warm-up-floor", "0.25"), "warm_up_floor", 0.25),
         ((), "warm_up_scope", 1),
         (("--warm-up-scope", "0"), "warm_up_scope", 0),
+        (("--warm-up-scope", "2"), "warm_up_scope", 2),
         ((), "max_norm_ratio", 0.0),
         (("--max-norm-ratio", "2"), "max_norm_ratio", 2.0),
     ],

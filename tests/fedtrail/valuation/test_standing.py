@@ -377,14 +377,23 @@ def test_outweighing_takes_the_negative_shares_above_every_vouched_count() -> No
     assert outweighing(negative, counts) == {"c", "d"}
 
 
+def test_warm_up_scope_is_0_1_or_2() -> None:
+    """2 (h-325: every warm-up passer scored, the outweighing ones recorded) is a valid
+    ``warm_up_scope``; 3 and a bool are not."""
+    assert replace(HISTORY_COMBINER, warm_up_scope=2).warm_up_scope == 2
+    for bad in (3, -1, True):
+        with pytest.raises(ConfigError, match="warm_up_scope must be 0, 1 or 2"):
+            replace(HISTORY_COMBINER, warm_up_scope=bad)
+
+
 def test_the_scoped_warm_up_scores_and_records_only_the_outweighing_updates(
     sites: RealSites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The preset's warm-up (``warm_up_floor`` 0.5, ``warm_up_scope`` 1): s3 and s4 have
     negative values; s4 claims more samples than every site valued at 0 or more and is scored
     from its share (floored) and recorded, s3 (fewer samples than s0) keeps the full score and
-    no record, where ``warm_up_scope`` 0 demotes and records it too. The log's ``normalised``
-    holds every share either way."""
+    no record, where ``warm_up_scope`` 0 demotes and records it too, and 2 demotes it as 0
+    and records as 1. The log's ``normalised`` holds every share either way."""
     import fedtrail.valuation.round as round_module
     from fedtrail.valuation.utility import GameValues
 
@@ -425,6 +434,11 @@ def test_the_scoped_warm_up_scores_and_records_only_the_outweighing_updates(
     every = warm_up(replace(HISTORY_COMBINER, warm_up_scope=0))
     assert every.accumulated == shares
     assert {v.site: v.score for v in every.sites}["s3"] < SCORE_SCALE
+    # warm_up_scope 2: every passer scored as under 0 (s3 demoted), the record as under 1
+    two = warm_up(replace(HISTORY_COMBINER, warm_up_scope=2))
+    assert two.normalised == shares and two.accumulated == {"s4": shares["s4"]}
+    assert [v.score for v in two.sites] == [v.score for v in every.sites]
+    assert {v.site: v.score for v in two.sites}["s3"] < SCORE_SCALE
 
 
 DEMO_ROUND_1 = {
@@ -491,6 +505,8 @@ def test_the_warm_up_floor_keeps_the_demos_noisy_hospital_from_the_largest_weigh
     assert max(off, key=off.__getitem__) == "hospital-D"
     every = weights(replace(default_combiner(True), warm_up_scope=0))
     assert every == preset  # D and E outweigh A, B and C: both rules score them alike
+    two = weights(replace(default_combiner(True), warm_up_scope=2))
+    assert two == preset  # scope 2 scores every passer, and A, B, C have positive shares
 
 
 def test_recorded_thresholds_without_the_norm_bounds_replay_without_them() -> None:

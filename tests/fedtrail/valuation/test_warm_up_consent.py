@@ -207,3 +207,28 @@ def test_the_aggregator_warns_of_the_unscoped_floor() -> None:
     unscoped = replace(HISTORY_COMBINER, warm_up_scope=0)
     [warning] = default_consent_warnings(AggregatorSettings(combiner=unscoped))
     assert "warm_up_scope 0 under warm_up_floor 0.5" in warning and "[stricter]" in warning
+
+
+@pytest.mark.parametrize(
+    ("table", "takes"),
+    [
+        ({}, False),  # the default: scope 1 alone
+        ({"warm_up_floor": 0.5}, False),  # an old table: the scopes that existed when written
+        ({"warm_up_scopes": [0, 1]}, False),
+        ({"warm_up_scopes": [1, 2]}, True),  # the site's word
+        ({"warm_up_scopes": [2]}, True),
+    ],
+)
+def test_scope_2_takes_the_sites_word(table: dict[str, Any], takes: bool) -> None:
+    """``warm_up_scope`` 2 (opt-in, h-325: every warm-up passer scored from its share, only the
+    outweighing ones recorded) is another rule than the one a default node or an old table
+    consented to: taken only where ``warm_up_scopes`` names it, refused naming the key."""
+    accept = limits_from(table)
+    terms = _terms(0.5, 2)
+    refusal = _unrunnable(terms, accept)
+    assert (refusal is None) == takes, (table, refusal)
+    failed, detail = _limits_check(terms, accept)
+    assert failed == (not takes)
+    if not takes:
+        assert "warm_up_scope 2 under warm_up_floor 0.5" in detail
+    assert _unrunnable(_terms(1.0, 2), accept) is None  # off: the scope decides nothing
