@@ -1348,3 +1348,41 @@ def test_the_shared_tensor_screen_never_skips_a_copy_of_tiny_float64_values() ->
         if (duplicates.shared_tensor({"w": a}, {"w": b}) == "w") != exact:
             disagreements.append((case, n, scale))
     assert disagreements == []
+
+
+def test_a_copys_flat_is_written_over_by_the_next_and_the_originals_stay_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18: once an update is judged a copy its float64 flat is let go and its buffer
+    takes the next update's flat (a 100-site round of copies wrote ~84 MB of fresh pages, ~20k
+    page faults an audit); the originals' flats are never written over, so copies of each
+    original, interleaved, are still found, and honest updates after them stay originals."""
+    a, _ = _structured(60)
+    b, _ = _structured(61)
+    c, _ = _structured(62)
+    order = [
+        ("a", a),
+        ("a1", _a1_noise(a, 0.05, 63)),
+        ("b", b),
+        ("b1", _a1_noise(b, 0.05, 64)),
+        ("a2", _a1_noise(a, 0.02, 65)),
+        ("b2", _a1_noise(b, 0.05, 66)),
+        ("c", c),
+        ("a3", _a1_noise(a, 0.05, 67)),
+        ("c1", _a1_noise(c, 0.01, 68)),
+    ]
+    entries = [Entry(s, k, f"{k:064x}", d) for k, (s, d) in enumerate(order)]
+    buffers: list[int] = []
+    built = duplicates._flat
+
+    def flat(delta: Mapping[str, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+        got = built(delta, out) if out is not None else built(delta)
+        buffers.append(got.data_ptr())
+        return got
+
+    monkeypatch.setattr(duplicates, "_flat", flat)
+    marks = find_duplicates(entries, WHITE)
+    assert marks == {"a1": "a", "b1": "b", "a2": "a", "b2": "b", "a3": "a", "c1": "c"}
+    assert len(buffers) == len(order)  # each update's flat built once
+    # three originals' buffers, and one the copies hand on (the fresh ones, not nine)
+    assert len(set(buffers)) <= 4
