@@ -276,9 +276,11 @@ class _Screens:
         self._limit = floor - _screen_margin(SCREEN_CHUNK)
         self._candidates = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
         self._is_candidate = set(self._candidates)
-        room = len(self._candidates)
-        # the originals' rows first (in the order of ``originals``), then the group's
-        self._rows = [torch.empty((room, width), dtype=torch.float32) for _ in fills]
+        self._room = len(self._candidates)
+        # the originals' rows first (in the order of ``originals``), then the group's; as many
+        # rows as the originals so far and one group need (:meth:`_grow`), not one per update:
+        # a 100-site round's two screens of 100 rows were 84 MB, mapped fresh on every call
+        self._rows = [torch.empty((0, width), dtype=torch.float32) for _ in fills]
         self._kept: list[int] = []  # originals whose rows are ``_rows[:len(_kept)]``, in order
         self._group: dict[int, int] = {}  # screened group member -> its row in ``_rows``
         self._inner = False  # whether the group was compared with itself
@@ -341,7 +343,25 @@ class _Screens:
             k = later[c]
             self._apart[k].update(i for i, b in zip(earlier, row, strict=True) if b and i < k)
 
+    def _grow(self, need: int) -> None:
+        """Room for ``need`` rows (at most one per candidate) in every screen's buffer, the rows
+        in use (the kept originals' and the last group's) copied over when it grows."""
+        need = min(need, self._room)
+        have = self._rows[0].shape[0]
+        if need <= have:
+            return
+        size = min(self._room, max(need, 2 * have))
+        used = len(self._kept) + len(self._group)
+        grown = []
+        for rows in self._rows:
+            wider = torch.empty((size, self._width), dtype=torch.float32)
+            wider[:used].copy_(rows[:used])
+            grown.append(wider)
+        self._rows = grown
+
     def _screen_from(self, j: int, originals: Sequence[int]) -> None:
+        # room for every original's row and a group's after them
+        self._grow(len(originals) + SCREEN_GROUP)
         # the originals' rows first, in order: the last group's new originals moved down to
         # follow them (in place when no copy came between), any other filled now (each row
         # moved or written lies at or below where it was, over a copy's or an unused row)

@@ -1386,3 +1386,41 @@ def test_a_copys_flat_is_written_over_by_the_next_and_the_originals_stay_whole(
     assert len(buffers) == len(order)  # each update's flat built once
     # three originals' buffers, and one the copies hand on (the fresh ones, not nine)
     assert len(set(buffers)) <= 4
+
+
+def test_the_screens_hold_rows_for_the_originals_and_one_group_not_every_update() -> None:
+    """Issue 18: a round of copies of one update keeps one original's row and one group's in
+    each screen (a 100-site round's two screens of a row per update were 84 MB, mapped fresh
+    on every audit: ~7-14k page faults); a round of originals grows its buffers as originals
+    are kept, with the same marks as the unscreened rule."""
+    gen = torch.Generator().manual_seed(12)
+    n, width = 2 * SCREEN_GROUP + 5, 3 * SCREEN_CHUNK + 11
+    base = torch.randn(width, generator=gen, dtype=torch.float64)
+    made: list[_Screens] = []
+    init = _Screens.__init__
+
+    def keep(self: _Screens, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    for copies in (True, False):
+        if copies:  # each a copy of s000 by the exact rule (cosine 1)
+            vectors = [base * (1 + 1e-9 * k) for k in range(n)]
+        else:
+            vectors = [torch.randn(width, generator=gen, dtype=torch.float64) for _ in range(n)]
+            vectors[-1] = vectors[1] * (1 + 1e-9)  # a copy of an original of the first group
+        entries = [
+            Entry(f"s{i:03d}", i + 1, f"{i:064x}", {"w": v.to(torch.float32)})
+            for i, v in enumerate(vectors)
+        ]
+        made.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_Screens, "__init__", keep)
+            marks = find_duplicates(entries, WHITE)
+        rows = max(r.shape[0] for screens in made for r in screens._rows)
+        if copies:
+            assert marks == {f"s{j:03d}": "s000" for j in range(1, n)}
+            assert rows <= 1 + SCREEN_GROUP
+        else:
+            assert marks == {f"s{n - 1:03d}": "s001"} == _reference(entries, RULE)
+            assert rows == n  # every update an original but the last: all screened
