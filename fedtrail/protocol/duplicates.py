@@ -345,12 +345,14 @@ class _Screens:
 
     def _grow(self, need: int) -> None:
         """Room for ``need`` rows (at most one per candidate) in every screen's buffer, the rows
-        in use (the kept originals' and the last group's) copied over when it grows."""
+        in use (the kept originals' and the last group's) copied over when it grows: first
+        as many as asked, then one per candidate (held beside the first while it is copied:
+        at most ``1 + SCREEN_GROUP`` rows more than the whole round's buffer at once)."""
         need = min(need, self._room)
         have = self._rows[0].shape[0]
         if need <= have:
             return
-        size = min(self._room, max(need, 2 * have))
+        size = need if not have else self._room
         used = len(self._kept) + len(self._group)
         grown = []
         for rows in self._rows:
