@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import torch
@@ -66,13 +66,16 @@ class Entry:
     noise_declared: bool = False
 
 
-def _flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _flat(delta: Mapping[str, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
     """``delta``'s tensors widened to float64 and flattened, in sorted name order, written
-    into one fresh tensor (the values of concatenating each widened tensor, without them)."""
+    into one fresh tensor (the values of concatenating each widened tensor, without them), or
+    into ``out`` (float64, of as many values: every one of them written)."""
     names = sorted(delta)
     if not names:
         return torch.cat([])  # raises, as concatenating no tensors does
-    out = torch.empty(sum(delta[n].numel() for n in names), dtype=torch.float64)
+    width = sum(delta[n].numel() for n in names)
+    if out is None or out.shape != (width,) or out.dtype != torch.float64:
+        out = torch.empty(width, dtype=torch.float64)
     at = 0
     for n in names:
         t = delta[n].detach().reshape(-1)
@@ -273,9 +276,11 @@ class _Screens:
         self._limit = floor - _screen_margin(SCREEN_CHUNK)
         self._candidates = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
         self._is_candidate = set(self._candidates)
-        room = len(self._candidates)
-        # the originals' rows first (in the order of ``originals``), then the group's
-        self._rows = [torch.empty((room, width), dtype=torch.float32) for _ in fills]
+        self._room = len(self._candidates)
+        # the originals' rows first (in the order of ``originals``), then the group's; as many
+        # rows as the originals so far and one group need (:meth:`_grow`), not one per update:
+        # a 100-site round's two screens of 100 rows were 84 MB, mapped fresh on every call
+        self._rows = [torch.empty((0, width), dtype=torch.float32) for _ in fills]
         self._kept: list[int] = []  # originals whose rows are ``_rows[:len(_kept)]``, in order
         self._group: dict[int, int] = {}  # screened group member -> its row in ``_rows``
         self._inner = False  # whether the group was compared with itself
@@ -338,7 +343,27 @@ class _Screens:
             k = later[c]
             self._apart[k].update(i for i, b in zip(earlier, row, strict=True) if b and i < k)
 
+    def _grow(self, need: int) -> None:
+        """Room for ``need`` rows (at most one per candidate) in every screen's buffer, the rows
+        in use (the kept originals' and the last group's) copied over when it grows: first
+        as many as asked, then one per candidate (held beside the first while it is copied:
+        at most ``1 + SCREEN_GROUP`` rows more than the whole round's buffer at once)."""
+        need = min(need, self._room)
+        have = self._rows[0].shape[0]
+        if need <= have:
+            return
+        size = need if not have else self._room
+        used = len(self._kept) + len(self._group)
+        grown = []
+        for rows in self._rows:
+            wider = torch.empty((size, self._width), dtype=torch.float32)
+            wider[:used].copy_(rows[:used])
+            grown.append(wider)
+        self._rows = grown
+
     def _screen_from(self, j: int, originals: Sequence[int]) -> None:
+        # room for every original's row and a group's after them
+        self._grow(len(originals) + SCREEN_GROUP)
         # the originals' rows first, in order: the last group's new originals moved down to
         # follow them (in place when no copy came between), any other filled now (each row
         # moved or written lies at or below where it was, over a copy's or an unused row)
@@ -1227,11 +1252,18 @@ def find_duplicates(
         """Whether the screen shows original ``i`` certainly not near-identical to ``j``."""
         return screens is not None and screens.apart(i, j, originals)
 
+    # what is built once an update, by update: dropped for a later update once it is judged
+    # a copy (:func:`drop`), as no later test reads a copy's; its float64 flat's buffer is then
+    # written over by the next flat built (``spare``) instead of fresh pages
+    caches: list[dict[int, Any]] = []
+    spare: list[torch.Tensor] = []
+
     def built_once(
         make: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
     ) -> Callable[[int], tuple[torch.Tensor, float]]:
         """Update ``i``'s ``make`` vector and its norm, built for the first pair that needs it."""
         cache: dict[int, tuple[torch.Tensor, float]] = {}
+        caches.append(cache)
 
         def get(i: int) -> tuple[torch.Tensor, float]:
             if i not in cache:
@@ -1243,7 +1275,26 @@ def find_duplicates(
 
         return get
 
-    flat = built_once(_flat)  # exact float64 flats
+    def drop(j: int) -> None:
+        """Update ``j``'s built values let go, once it is judged a copy: a copy is never an
+        original, and only originals' are read again (rebuilt, the same values, should one be
+        asked for). Its flat's buffer is kept for the next flat: held by nothing else once its
+        tensor parts (views of it) are let go too (:func:`entries_of`, :func:`near` and the
+        white-noise test read it only while they run; :class:`_Kept` and :class:`_Batch` hold
+        no view of it; an original's ``_Ranked`` is an original's). At 100 sites the flats are
+        ~84 MB; written into fresh pages each, they cost ~20,000 page faults an audit."""
+        wide = flats.get(j)
+        for cache in caches:
+            cache.pop(j, None)
+        if wide is not None:
+            spare.append(wide[0])
+
+    def reuse(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """:func:`_flat` of ``delta``, written into a dropped copy's buffer when one is kept."""
+        return _flat(delta, spare.pop() if spare else None)
+
+    flat = built_once(reuse)  # exact float64 flats
+    flats = caches[-1]
     code = built_once(codes)  # int8 codes
     counted: dict[int, list[int]] = {}
 
@@ -1399,6 +1450,7 @@ def find_duplicates(
 
     squares: dict[int, float] = {}  # an original's flat's sum of squares, for ``whiteness``
     tensor_parts: dict[int, dict[str, _Part]] = {}
+    caches.append(tensor_parts)  # views of the flat
 
     def shares_tensor(j: int, skip: Sequence[int] = ()) -> str | None:
         """The first original (commit order) of update ``j``'s number of entries that has a
@@ -1470,6 +1522,7 @@ def find_duplicates(
             out[ordered[i].site] = e.site
         if source is not None:
             out[e.site] = source
+            drop(j)
         elif e.delta is not None:
             originals.append(j)
     return out

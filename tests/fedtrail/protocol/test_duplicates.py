@@ -1348,3 +1348,79 @@ def test_the_shared_tensor_screen_never_skips_a_copy_of_tiny_float64_values() ->
         if (duplicates.shared_tensor({"w": a}, {"w": b}) == "w") != exact:
             disagreements.append((case, n, scale))
     assert disagreements == []
+
+
+def test_a_copys_flat_is_written_over_by_the_next_and_the_originals_stay_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18: once an update is judged a copy its float64 flat is let go and its buffer
+    takes the next update's flat (a 100-site round of copies wrote ~84 MB of fresh pages, ~20k
+    page faults an audit); the originals' flats are never written over, so copies of each
+    original, interleaved, are still found, and honest updates after them stay originals."""
+    a, _ = _structured(60)
+    b, _ = _structured(61)
+    c, _ = _structured(62)
+    order = [
+        ("a", a),
+        ("a1", _a1_noise(a, 0.05, 63)),
+        ("b", b),
+        ("b1", _a1_noise(b, 0.05, 64)),
+        ("a2", _a1_noise(a, 0.02, 65)),
+        ("b2", _a1_noise(b, 0.05, 66)),
+        ("c", c),
+        ("a3", _a1_noise(a, 0.05, 67)),
+        ("c1", _a1_noise(c, 0.01, 68)),
+    ]
+    entries = [Entry(s, k, f"{k:064x}", d) for k, (s, d) in enumerate(order)]
+    buffers: list[int] = []
+    built = duplicates._flat
+
+    def flat(delta: Mapping[str, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+        got = built(delta, out) if out is not None else built(delta)
+        buffers.append(got.data_ptr())
+        return got
+
+    monkeypatch.setattr(duplicates, "_flat", flat)
+    marks = find_duplicates(entries, WHITE)
+    assert marks == {"a1": "a", "b1": "b", "a2": "a", "b2": "b", "a3": "a", "c1": "c"}
+    assert len(buffers) == len(order)  # each update's flat built once
+    # three originals' buffers, and one the copies hand on (the fresh ones, not nine)
+    assert len(set(buffers)) <= 4
+
+
+def test_the_screens_hold_rows_for_the_originals_and_one_group_not_every_update() -> None:
+    """Issue 18: a round of copies of one update keeps one original's row and one group's in
+    each screen (a 100-site round's two screens of a row per update were 84 MB, mapped fresh
+    on every audit: ~7-14k page faults); a round of originals grows its buffers as originals
+    are kept, with the same marks as the unscreened rule."""
+    gen = torch.Generator().manual_seed(12)
+    n, width = 2 * SCREEN_GROUP + 5, 3 * SCREEN_CHUNK + 11
+    base = torch.randn(width, generator=gen, dtype=torch.float64)
+    made: list[_Screens] = []
+    init = _Screens.__init__
+
+    def keep(self: _Screens, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    for copies in (True, False):
+        if copies:  # each a copy of s000 by the exact rule (cosine 1)
+            vectors = [base * (1 + 1e-9 * k) for k in range(n)]
+        else:
+            vectors = [torch.randn(width, generator=gen, dtype=torch.float64) for _ in range(n)]
+            vectors[-1] = vectors[1] * (1 + 1e-9)  # a copy of an original of the first group
+        entries = [
+            Entry(f"s{i:03d}", i + 1, f"{i:064x}", {"w": v.to(torch.float32)})
+            for i, v in enumerate(vectors)
+        ]
+        made.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_Screens, "__init__", keep)
+            marks = find_duplicates(entries, WHITE)
+        rows = max(r.shape[0] for screens in made for r in screens._rows)
+        if copies:
+            assert marks == {f"s{j:03d}": "s000" for j in range(1, n)}
+            assert rows <= 1 + SCREEN_GROUP
+        else:
+            assert marks == {f"s{n - 1:03d}": "s001"} == _reference(entries, RULE)
+            assert rows == n  # every update an original but the last: all screened
