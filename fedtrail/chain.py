@@ -106,11 +106,15 @@ def _session(rpc_url: str) -> requests.Session:
 def _plain(rpc_url: str, session: requests.Session) -> bool:
     """Whether requests would send to ``rpc_url`` directly: plain http, no proxy for it, no
     login (a ``.netrc`` entry, or a ``user:password@`` in the URL, which requests sends as
-    basic auth). Only then does :class:`_PostPool` carry the requests."""
+    basic auth). Only then does :class:`_PostPool` carry the requests. A proxy for it is one
+    requests would pick (``select_proxy``): a ``no_proxy`` that names other hosts, or an
+    ``https_proxy`` alone, leaves ``session.proxies`` not empty and the endpoint direct."""
+    from requests.utils import select_proxy
+
     parts = urlsplit(rpc_url)
     return (
         rpc_url.startswith("http://")
-        and not session.proxies
+        and select_proxy(rpc_url, session.proxies) is None
         and session.auth is None
         and not (parts.username or parts.password)
     )

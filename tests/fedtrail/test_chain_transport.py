@@ -226,6 +226,37 @@ def test_a_proxied_endpoint_keeps_requests(monkeypatch: pytest.MonkeyPatch) -> N
     assert not _plain("https://127.0.0.1:8545", _session("https://127.0.0.1:8545"))
 
 
+@pytest.mark.parametrize(
+    ("env", "direct"),
+    [
+        ({"no_proxy": "proxy.example.org"}, True),  # names other hosts: requests goes direct
+        ({"https_proxy": "http://10.9.9.9:3128"}, True),  # for https only
+        ({"all_proxy": "socks5://10.9.9.9:1080"}, False),
+        ({"http_proxy": "http://10.9.9.9:3128", "no_proxy": "example.org"}, False),
+        ({"http_proxy": "http://10.9.9.9:3128", "no_proxy": "127.0.0.1"}, True),
+    ],
+)
+def test_the_pool_carries_what_requests_sends_direct(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], direct: bool
+) -> None:
+    """A hospital's environment often sets ``no_proxy`` for every process: where requests
+    would still send to the endpoint directly, the pool carries it (before, any proxy
+    variable at all, ``no_proxy`` included, kept requests)."""
+    from requests.utils import get_environ_proxies, select_proxy
+
+    from fedtrail.chain import _plain, _session
+
+    for name in ("http", "https", "all", "no"):
+        for spelled in (f"{name}_proxy", f"{name.upper()}_PROXY"):
+            monkeypatch.delenv(spelled, raising=False)
+    monkeypatch.delenv("REQUEST_METHOD", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    url = "http://127.0.0.1:8545"
+    assert (select_proxy(url, get_environ_proxies(url)) is None) is direct  # requests' own view
+    assert _plain(url, _session(url)) is direct
+
+
 class _Scripted:
     """A keep-alive JSON-RPC endpoint written on a bare socket, so that it can answer as a
     proxy or a misbehaving node does: ``answer(path, headers, request)`` gives the raw bytes
