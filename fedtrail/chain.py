@@ -209,6 +209,10 @@ class _PostPool:
                     raise requests.exceptions.ConnectionError(str(exc)) from exc
             try:
                 conn.request("POST", self._path, body=data, headers=kwargs.get("headers") or {})
+            except (OSError, http.client.HTTPException) as exc:  # a send that timed out too:
+                # requests' "Connection aborted.", a ConnectionError (web3 does not retry it)
+                raise requests.exceptions.ConnectionError(str(exc)) from exc
+            try:
                 resp = conn.getresponse()
             except TimeoutError as exc:
                 raise requests.exceptions.ReadTimeout(str(exc)) from exc

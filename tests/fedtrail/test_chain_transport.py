@@ -397,3 +397,29 @@ def test_a_body_that_stops_coming_is_not_sent_again(monkeypatch: pytest.MonkeyPa
         assert sent["theirs"] == ["eth_sendRawTransaction"]
         assert sent["ours"] == sent["theirs"]
         assert raised["ours"] == raised["theirs"] == "ConnectionError"
+
+
+def test_a_request_the_node_does_not_read_in_time_is_requests_connection_error() -> None:
+    """A node that accepts and reads nothing while a long request (more than the socket
+    buffers hold) is sent: requests raises ConnectionError ("Connection aborted."), which web3
+    does not retry; the pool raised ReadTimeout, which web3 retries (a transaction sent again)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        fallback = HTTPProvider(url)._request_session_manager
+        pool = _PostPool(fallback, url)
+        body = b"x" * (64 << 20)
+        outcomes = []
+        for manager in (pool, fallback):
+            with pytest.raises(requests.exceptions.RequestException) as caught:
+                manager.make_post_request(url, body, timeout=0.3, headers={})
+            outcomes.append(caught.value)
+        ours, theirs = outcomes
+        assert isinstance(theirs, requests.exceptions.ConnectionError)
+        assert not isinstance(theirs, requests.exceptions.Timeout)
+        assert isinstance(ours, requests.exceptions.ConnectionError)
+        assert not isinstance(ours, requests.exceptions.Timeout)
+    finally:
+        listener.close()
