@@ -149,7 +149,10 @@ class _PostPool:
         self._url = url
         parts = urlsplit(url)
         self._host, self._port = parts.hostname or "", parts.port or 80
-        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        from requests.utils import requote_uri  # the path as requests sends it (a space or
+        # a non-ASCII letter quoted, an unreserved character unquoted)
+
+        self._path = requote_uri((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._redirected = False

@@ -423,3 +423,15 @@ def test_a_request_the_node_does_not_read_in_time_is_requests_connection_error()
         assert not isinstance(ours, requests.exceptions.Timeout)
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("path", ["/rpc node", "/knoten/ü", "/%7Esite/rpc", "/rpc?key=a%20b&n=1"])
+def test_the_path_is_sent_as_requests_sends_it(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """An endpoint path with a space or a non-ASCII letter: requests quotes it; the pool
+    sent it raw (http.client refused it: the endpoint unreachable)."""
+    with _scripted(lambda _, __, request: _ok(request)) as endpoint:
+        ours, theirs = _both(f"http://127.0.0.1:{endpoint.port}{path}", monkeypatch)
+        assert theirs[0] == "value"
+        assert ours[0] == "value"
+        targets = {target for target, _, _ in endpoint.seen}
+        assert len(targets) == 1, targets  # both transports asked the same request-target
