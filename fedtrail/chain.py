@@ -12,7 +12,7 @@ import re
 import select
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from fedtrail.errors import (
@@ -105,8 +105,23 @@ def _session(rpc_url: str) -> requests.Session:
 
 def _plain(rpc_url: str, session: requests.Session) -> bool:
     """Whether requests would send to ``rpc_url`` directly: plain http, no proxy for it, no
-    login (a ``.netrc`` entry). Only then does :class:`_PostPool` carry the requests."""
-    return rpc_url.startswith("http://") and not session.proxies and session.auth is None
+    login (a ``.netrc`` entry, or a ``user:password@`` in the URL, which requests sends as
+    basic auth). Only then does :class:`_PostPool` carry the requests. A proxy for it is one
+    requests would pick (``select_proxy``): a ``no_proxy`` that names other hosts, or an
+    ``https_proxy`` alone, leaves ``session.proxies`` not empty and the endpoint direct."""
+    from requests.utils import select_proxy
+
+    parts = urlsplit(rpc_url)
+    return (
+        rpc_url.startswith("http://")
+        and select_proxy(rpc_url, session.proxies) is None
+        and session.auth is None
+        and not (parts.username or parts.password)
+    )
+
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+"""The statuses ``requests`` follows (with a ``Location``)."""
 
 
 class _PostPool:
@@ -119,25 +134,31 @@ class _PostPool:
     on the same connection (load 13), and a 5-site round makes ~55 (issue 18). The bytes sent and
     the answers are the same; so are the failures: each is raised as the ``requests``
     exception that ``requests`` raises for it (refused or reset: ``ConnectionError``; no
-    answer in time: ``ConnectTimeout`` / ``ReadTimeout``; a body cut short:
+    answer in time: ``ConnectTimeout`` / ``ReadTimeout``, but a body that stops coming after
+    the headers: ``ConnectionError``, which web3 does not retry; a body cut short:
     ``ChunkedEncodingError``; an HTTP error status: ``HTTPError`` with the answer as its
     ``response``, from requests' own ``raise_for_status``), so web3's retries and
     :func:`fedtrail.errors.chain_read_error` act as before. Like urllib3, a pooled connection
     the node closed while idle (readable before a request is sent: its EOF) is dropped, never
     reused, and a request is never sent twice. Anything else (another URL, a streamed answer,
-    a timeout given as a pair) goes to web3's own manager, as every other attribute does."""
+    a timeout given as a pair; every request after a redirect, which requests follows) goes to
+    web3's own manager, as every other attribute does."""
 
     def __init__(self, fallback: Any, url: str) -> None:
         self._fallback = fallback
         self._url = url
         parts = urlsplit(url)
         self._host, self._port = parts.hostname or "", parts.port or 80
-        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        from requests.utils import requote_uri  # the path as requests sends it (a space or
+        # a non-ASCII letter quoted, an unreserved character unquoted)
+
+        self._path = requote_uri((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self._redirected = False
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_fallback", "_idle", "_lock"):
+        if name.startswith("__") or name in ("_fallback", "_idle", "_lock", "_redirected"):
             raise AttributeError(name)  # not yet set (copy, pickle, a failed __init__)
         return getattr(self._fallback, name)
 
@@ -170,6 +191,7 @@ class _PostPool:
         timeout = kwargs.get("timeout", 30.0)
         if (
             endpoint_uri != self._url
+            or self._redirected
             or kwargs.get("stream")
             or not isinstance(data, bytes)
             or not isinstance(timeout, int | float)
@@ -190,6 +212,10 @@ class _PostPool:
                     raise requests.exceptions.ConnectionError(str(exc)) from exc
             try:
                 conn.request("POST", self._path, body=data, headers=kwargs.get("headers") or {})
+            except (OSError, http.client.HTTPException) as exc:  # a send that timed out too:
+                # requests' "Connection aborted.", a ConnectionError (web3 does not retry it)
+                raise requests.exceptions.ConnectionError(str(exc)) from exc
+            try:
                 resp = conn.getresponse()
             except TimeoutError as exc:
                 raise requests.exceptions.ReadTimeout(str(exc)) from exc
@@ -197,11 +223,17 @@ class _PostPool:
                 raise requests.exceptions.ConnectionError(str(exc)) from exc
             try:
                 body = resp.read()
-            except TimeoutError as exc:
-                raise requests.exceptions.ReadTimeout(str(exc)) from exc
+            except TimeoutError as exc:  # requests: a ConnectionError once the headers came,
+                # not a Timeout (which web3 retries, eth_sendRawTransaction among them)
+                raise requests.exceptions.ConnectionError(str(exc)) from exc
             except (OSError, http.client.HTTPException) as exc:
                 raise requests.exceptions.ChunkedEncodingError(str(exc)) from exc
             reusable = not resp.will_close
+            if resp.status in _REDIRECTS and resp.getheader("Location"):
+                # requests follows it (307/308 with the body, 301-303 as a GET): so does web3's
+                # own manager, from now on for every request (the endpoint said "not here")
+                self._redirected = True
+                return bytes(self._fallback.make_post_request(endpoint_uri, data, **kwargs))
             if resp.status >= 400:
                 answer = requests.Response()
                 answer.status_code, answer.reason = resp.status, resp.reason

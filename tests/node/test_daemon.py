@@ -790,6 +790,15 @@ def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
             {"duplicates": DuplicateRule(cosine=1.0, relative_l2=0.0)},
             "duplicate_cosine 1.0 (accepted: at most 0.9999)",
         ),
+        (  # the all-passer warm-up floor a default node does not take (h-324), and the same
+            # spelled as a float in the terms' JSON: the parsed scope is compared, not its text
+            {"valuation": _standing(combiner=_all(warm_up_floor=0.5, warm_up_scope=0))},
+            "warm_up_scope 0 under warm_up_floor 0.5",
+        ),
+        (
+            {"valuation": _standing(combiner=_all(warm_up_floor=0.5, warm_up_scope=0.0))},
+            "warm_up_scope 0 under warm_up_floor 0.5",
+        ),
         (
             _peers(
                 {
@@ -815,6 +824,8 @@ def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
         "stricter-than-accepted",
         "looser-than-accepted",
         "duplicates-off",
+        "unscoped-warm-up",
+        "unscoped-warm-up-float",
         "peer-auc-linear",
         "unknown-rule",
         "unknown-rule-setting",
