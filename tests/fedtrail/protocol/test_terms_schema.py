@@ -215,3 +215,18 @@ def test_every_integer_field_refuses_a_float() -> None:
             AggregationRule.from_terms(terms.aggregation_rule)
             ModelSpec(**terms.model_spec)
             ValuationSettings.from_json(terms.valuation)
+
+
+@pytest.mark.parametrize("scope", [0, 1, 2, 3, -1])
+def test_the_schema_takes_the_warm_up_scopes_the_combiner_takes(scope: int) -> None:
+    """``warm_up_scope`` 2 (opt-in since session 64) is in the published schema as in
+    :class:`Combiner`; a value the combiner refuses is refused by the schema too."""
+    try:
+        Combiner(warm_up_scope=scope)
+        takes = True
+    except FedtrailError:
+        takes = False
+    doc = json.loads(REAL.read_bytes())
+    doc["valuation"]["combiner"]["warm_up_scope"] = scope
+    assert (not list(validator().iter_errors(doc))) == takes, scope
+    assert takes == (scope in (0, 1, 2))
