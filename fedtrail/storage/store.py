@@ -582,7 +582,12 @@ class IpfsStore(ContentStore):
         error) for content they do not hold, and it waits, like any request, only for the
         daemon's queue, so it is given the full ``timeout``. Every blob this store puts is
         pinned (``add`` with ``pin=true``, ``pin``). Raises ``_TimedOut``/``_Unreachable``."""
-        params = [("arg", cid), ("type", "recursive"), ("timeout", _duration(self.timeout))]
+        params = [
+            ("arg", cid),
+            ("type", "recursive"),
+            ("offline", "true"),  # Kubo: resolve nothing from the network; js-ipfs ignores it
+            ("timeout", _duration(self.timeout)),
+        ]
         try:
             doc = self._json("pin/ls", params, self.timeout + 5)
         except _Refused:
