@@ -135,3 +135,26 @@ def test_an_unreachable_daemon_still_raises_store_unreachable_naming_the_endpoin
     store = IpfsStore(api, timeout=10, probe_timeout=PROBE, retries=0)
     with pytest.raises(StoreUnreachable, match=api):
         store.get(CID, sha256_hex(BLOB))
+
+
+@pytest.mark.ipfs
+def test_the_real_daemon_answers_the_held_check_and_an_absent_blob_is_missing_not_pinned(
+    ipfs_api: str,
+) -> None:
+    """js-ipfs itself: its pin/ls answer parses as held for a put blob and not held for one never
+    put (the fake daemons above assume its answer's shape), and with a probe (1 ms) the
+    absent blob's cat cannot meet, get is ContentNotFound through that check ("not pinned").
+    The held blob is read whether or not its cat met the probe (an idle daemon often answers a
+    local blob in under 1 ms)."""
+    store = IpfsStore(ipfs_api, timeout=30, probe_timeout=0.001)
+    held = bytes(range(256)) * (3 * 4096)
+    cid = store.put(held)
+    absent = b"never put here, h-330 " * 50
+    assert store._pinned(cid)
+    assert not store._pinned(compute_cid(absent))
+    assert store.get(cid, sha256_hex(held)) == held
+    assert store.has(cid)
+    with pytest.raises(ContentNotFound, match="not pinned"):
+        store.get(compute_cid(absent), sha256_hex(absent))
+    assert not store.has(compute_cid(absent))
+    store.close()
