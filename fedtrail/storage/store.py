@@ -285,7 +285,8 @@ def _duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-_NOT_FOUND_MARKERS = ("timed out", "deadline exceeded", "not found", "could not find")
+_TIMEOUT_MARKERS = ("timed out", "deadline exceeded")
+_NOT_FOUND_MARKERS = (*_TIMEOUT_MARKERS, "not found", "could not find")
 # What a daemon answers for a CID whose node is no file (js-ipfs: "this dag node is a directory"
 # and "no data in PBNode" from cat; Kubo words them alike).
 _NOT_A_FILE_MARKERS = ("directory", "pbnode", "unixfs", "protocol buffer")
@@ -301,9 +302,15 @@ class _Unreachable(Exception):
 class _TimedOut(Exception):
     """The daemon did not answer, or stopped sending, within the wait."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, note: str = "") -> None:
         super().__init__(f"no answer within {seconds:g}s")
         self.seconds = seconds
+        self.note = note  # why the wait was not extended (said in ContentNotFound's message)
+
+
+class _NoAnswer(_TimedOut):
+    """No answer's headers within the wait (as opposed to a body that stopped coming): for a
+    lookup, the daemon is searching for the content, or busy with other requests."""
 
 
 class _Refused(Exception):
@@ -403,7 +410,7 @@ class _Api:
                 resp = conn.getresponse()
             except TimeoutError as exc:
                 conn.close()
-                raise _TimedOut(wait) from exc
+                raise _NoAnswer(wait) from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if pooled:
@@ -474,8 +481,13 @@ class IpfsStore(ContentStore):
     - an offline js-ipfs node never answers "not found": a request for a missing block waits
       forever. Every lookup therefore carries the daemon's own ``timeout`` option, and a missing
       root block is detected within ``probe_timeout``: ``get``'s ``cat`` answers its first
-      bytes only once the content's first blocks are read, so no answer within
-      ``probe_timeout`` means the content is not there (``has`` and ``pin`` ask ``block/stat``);
+      bytes only once the content's first blocks are read (``has`` and ``pin`` ask
+      ``block/stat``). No answer within ``probe_timeout`` means the content is not there
+      unless the daemon holds it pinned (``pin/ls``, which no search delays, answered within
+      ``timeout``): a busy daemon is slow for held blobs too (h-330), so a pinned one is then
+      asked for again with the full ``timeout``. Content the daemon does not hold is reported
+      ``ContentNotFound`` after ``probe_timeout`` plus the ``pin/ls`` round trip (promptly
+      "not pinned"; at most ``timeout`` + 5 s more when the daemon cannot say);
     - connection errors are retried with exponential backoff (``retries`` extra attempts), then
       reported as ``StoreUnreachable`` naming the endpoint. Nothing else is retried.
     """
@@ -529,7 +541,7 @@ class IpfsStore(ContentStore):
                 if cid is not None:
                     raise ContentNotFound(
                         f"{cid} not available from the IPFS API at {self.api} "
-                        f"within {exc.seconds:g}s"
+                        f"within {exc.seconds:g}s{exc.note}"
                     ) from exc
                 raise StoreError(f"IPFS API at {self.api} timed out during {what}") from exc
             except _Refused as exc:
@@ -558,17 +570,74 @@ class IpfsStore(ContentStore):
         info = self._call("version", lambda: self._json("version", [], self.probe_timeout + 5))
         return str(info.get("Version", "")) if isinstance(info, dict) else ""
 
-    def _probe(self, cid: str) -> None:
-        """Raise ``ContentNotFound`` fast when the root block is not in the daemon's repo."""
+    def _pinned(self, cid: str) -> bool:
+        """Whether the daemon holds ``cid`` pinned (recursively: all its blocks in the local
+        repo), asked in a way that a busy daemon answers late but never wrongly.
+
+        js-ipfs (even ``daemon --offline``) searches for a block it lacks and never says
+        "not found" (``block/stat``, ``cat``, ``files/stat`` all wait, and take no ``offline``
+        option), so a slow first answer cannot tell "not held" from "held, but queued behind
+        other reads". ``pin/ls?arg=CID&type=recursive`` is a lookup in the pin store alone:
+        js-ipfs and Kubo answer it without touching the network, promptly "not pinned" (an
+        error) for content they do not hold, and it waits, like any request, only for the
+        daemon's queue, so it is given the full ``timeout``. Every blob this store puts is
+        pinned (``add`` with ``pin=true``, ``pin``). Raises ``_TimedOut``/``_Unreachable``."""
         params = [
             ("arg", cid),
-            # Kubo: answer from the local repo only; js-ipfs is offline anyway
+            ("type", "recursive"),
+            ("offline", "true"),  # Kubo: resolve nothing from the network; js-ipfs ignores it
+            ("timeout", _duration(self.timeout)),
+        ]
+        try:
+            doc = self._json("pin/ls", params, self.timeout + 5)
+        except _Refused:
+            return False  # "path '...' is not pinned" (or a daemon that cannot say: not held)
+        keys = doc.get("Keys") if isinstance(doc, dict) else None
+        return isinstance(keys, dict) and bool(keys)
+
+    def _slow_but_pinned(self, cid: str, exc: _NoAnswer | _Refused) -> bool:
+        """After ``exc`` (no answer within ``probe_timeout``, or the daemon's own timeout
+        answer to a ``probe_timeout`` lookup): whether ``cid`` is pinned in the daemon, so the
+        wait for it is the daemon's queue, not a search. When it is not, ``exc`` is noted so
+        (its ``ContentNotFound`` says why the wait was not extended)."""
+        try:
+            pinned = self._pinned(cid)
+        except _TimedOut as slow:
+            slow.note = " (nor whether it is pinned: the daemon is busy)"
+            raise slow from exc
+        if not pinned:
+            if isinstance(exc, _TimedOut):
+                exc.note = " and it is not pinned there"
+            else:
+                exc.args = (f"{exc}; and it is not pinned there",)
+        return pinned
+
+    def _probe(self, cid: str) -> None:
+        """Raise ``ContentNotFound`` when the root block is not in the daemon's repo: fast
+        (``probe_timeout``) when the daemon answers nothing and the content is not pinned;
+        a block the daemon is slow to stat but holds pinned is there (``_pinned``)."""
+        params = [
+            ("arg", cid),
+            # Kubo: answer from the local repo only; js-ipfs ignores it (and searches)
             ("offline", "true"),
             ("timeout", _duration(self.probe_timeout)),
         ]
-        self._call(
-            "block/stat", lambda: self._json("block/stat", params, self.probe_timeout + 5), cid=cid
-        )
+
+        def stat() -> None:
+            try:
+                self._json("block/stat", params, self.probe_timeout + 5)
+            except _NoAnswer as exc:
+                if not self._slow_but_pinned(cid, exc):
+                    raise
+            except _Refused as exc:
+                # the daemon's own `timeout` fired: it searched, or queued, past probe_timeout
+                low = str(exc).lower()
+                if not any(m in low for m in _TIMEOUT_MARKERS):
+                    raise
+                if not self._slow_but_pinned(cid, exc):
+                    raise
+
+        self._call("block/stat", stat, cid=cid)
 
     # -------------------------------------------------------------- interface
 
@@ -640,7 +709,10 @@ class IpfsStore(ContentStore):
         # against one that ignores it; a directory or other non-file node is an error answer
         # (NotAFile); the answer's headers come with the first bytes, so waiting for them
         # only probe_timeout is the probe of a missing root block (see the class doc), while
-        # each read of the body may take the full timeout.
+        # each read of the body may take the full timeout. A daemon busy with other reads
+        # answers a held blob's cat late too: when the content is pinned there (`_pinned`, a
+        # lookup no search delays), the cat is asked again with the full timeout for its
+        # headers, so a slow daemon never makes a held blob "missing".
         params = [
             ("arg", cid),
             ("length", str(limit + 1)),
@@ -655,10 +727,16 @@ class IpfsStore(ContentStore):
                     raise _too_large(cid, f"over {limit}", limit)
             return bytes(buf)
 
+        def cat(wait: float) -> bytes:
+            return self._api.post("cat", params, capped, wait=wait, read_timeout=self.timeout + 5)
+
         def fetch() -> bytes:
-            return self._api.post(
-                "cat", params, capped, wait=self.probe_timeout, read_timeout=self.timeout + 5
-            )
+            try:
+                return cat(self.probe_timeout)
+            except _NoAnswer as exc:
+                if not self._slow_but_pinned(cid, exc):
+                    raise
+            return cat(self.timeout + 5)
 
         data = self._call("cat", fetch, cid=cid)
         return _verify(cid, data, expected, cid_first=True)
