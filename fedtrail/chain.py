@@ -21,6 +21,7 @@ from fedtrail.errors import (
     ConfigError,
     TransactionFailed,
     chain_read_error,
+    without_passwords,
 )
 
 if TYPE_CHECKING:  # web3 and eth_account load in ~1 s: imported where used, so CLI help stays fast
@@ -80,7 +81,8 @@ def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
         w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
     except Exception as exc:  # requests/aiohttp/OSError variants differ by transport
         reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
-        raise ChainUnreachable(f"no JSON-RPC answer from {rpc_url} ({reason})") from exc
+        shown = without_passwords(rpc_url)
+        raise ChainUnreachable(f"no JSON-RPC answer from {shown} ({reason})") from exc
     return w3
 
 

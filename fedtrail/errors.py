@@ -7,6 +7,7 @@ wrong in words an operator can act on; the message never contains key material.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 
@@ -107,6 +108,16 @@ TRANSIENT_HTTP_STATUSES: Final = frozenset({408, 425, 429})
 5xx says so too. Any other 4xx (a wrong path, a refused login) stays until someone fixes it."""
 
 
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*):[^/@\s]*@")
+
+
+def without_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` URL in it shown as
+    ``***``: an endpoint's login (which requests sends as basic auth) leaves no error message,
+    log line or daemon state file; ``requests`` keeps it in the URLs its errors quote."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
 def chain_read_error(exc: BaseException, what: str) -> LedgerError:
     """The one mapping from whatever a chain read raised to the error the daemons act on:
     ``ChainUnreachable`` when no usable answer came (a refused or reset connection, a timeout,
@@ -120,12 +131,16 @@ def chain_read_error(exc: BaseException, what: str) -> LedgerError:
     if isinstance(exc, LedgerError):
         return exc
     if _no_answer(exc) or _cut_short(exc):
-        return ChainUnreachable(f"{what}: no usable answer from the endpoint ({exc})")
+        return ChainUnreachable(
+            without_passwords(f"{what}: no usable answer from the endpoint ({exc})")
+        )
     response = getattr(exc, "rpc_response", None)
     error = response.get("error") if isinstance(response, dict) else None
     if transient_rpc_error(error) or type(exc).__name__ in _PASSING_NAMES:
-        return LedgerError(f"{what}: {exc}")
-    return ChainFault(f"{what}: {exc} (not retried: asking again gives the same answer)")
+        return LedgerError(without_passwords(f"{what}: {exc}"))
+    return ChainFault(
+        without_passwords(f"{what}: {exc} (not retried: asking again gives the same answer)")
+    )
 
 
 def _no_answer(exc: BaseException) -> bool:

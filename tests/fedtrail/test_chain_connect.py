@@ -11,7 +11,7 @@ import pytest
 from web3.providers.rpc import HTTPProvider
 
 from fedtrail.chain import connect
-from fedtrail.errors import ChainUnreachable, ConfigError
+from fedtrail.errors import ChainUnreachable, ConfigError, chain_read_error, without_passwords
 from tests.fixtures.chain import free_port
 
 
@@ -89,3 +89,43 @@ def test_a_chain_that_stops_answering_is_unreachable_when_its_clock_is_read(
     for read in (block_timestamp, next_block_timestamp):
         with pytest.raises(ChainUnreachable, match="cannot read the chain's"):
             read(gone)
+
+
+def test_an_unreachable_endpoints_password_is_not_in_the_error() -> None:
+    """A login in the endpoint's URL (sent as basic auth) is shown as ``***`` in the error a
+    daemon prints and logs; the user and the endpoint are still named."""
+    url = f"http://alice:s3cret-pass@127.0.0.1:{free_port()}"
+    with pytest.raises(ChainUnreachable) as caught:
+        connect(url, timeout=2.0)
+    message = str(caught.value)
+    assert "s3cret-pass" not in message
+    assert "alice:***@127.0.0.1" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://u:p@h:8545/x", "http://u:***@h:8545/x"),
+        (
+            "from https://user:pa:ss@node/ and http://v:w@other",
+            "from https://user:***@node/ and http://v:***@other",
+        ),
+        ("http://h:8545 (no login)", "http://h:8545 (no login)"),
+        ("http://user@h (no password)", "http://user@h (no password)"),
+    ],
+)
+def test_without_passwords(text: str, shown: str) -> None:
+    assert without_passwords(text) == shown
+
+
+def test_a_read_errors_quoted_url_loses_its_password() -> None:
+    """requests quotes the URL, login included, in its errors: the daemons' error does not."""
+
+    class HTTPError(Exception):
+        pass
+
+    exc = HTTPError("500 Server Error for url: http://alice:s3cret@10.0.0.5:8545/")
+    exc.response = type("R", (), {"status_code": 500})()  # type: ignore[attr-defined]
+    err = chain_read_error(exc, "get_round")
+    assert "s3cret" not in str(err)
+    assert "alice:***@10.0.0.5" in str(err)
