@@ -7,6 +7,7 @@ environment or a prompt.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -35,6 +36,8 @@ from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol.privacy import COMPOSED
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation.limits import ThresholdLimits, accept_as_written
+
+log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.toml"
 PARTITIONS = ("iid", "dirichlet", "quantity")
@@ -310,7 +313,19 @@ def load_node_config(path: Path) -> NodeConfig:
         )
     node = raw.pop("node", {})
     if "accept" in raw:  # a table written before warm_up_scopes means what it meant then
-        raw["accept"] = accept_as_written(raw["accept"])
+        table = raw["accept"]
+        raw["accept"] = accept_as_written(table)
+        floor = table.get("warm_up_floor") if isinstance(table, dict) else None
+        if raw["accept"] is not table and isinstance(floor, int | float) and floor < 1:
+            # the table takes the all-passer floor too; say so where an operator looks
+            log.warning(
+                "%s: [accept] sets warm_up_floor = %s without warm_up_scopes, read as "
+                "warm_up_scopes = [0, 1]: this node also takes the all-passer warm-up floor "
+                "(terms without warm_up_scope); add warm_up_scopes = [1] to take only the "
+                "scoped floor new federations write",
+                path,
+                floor,
+            )
     sections = {name: _build(cls, raw.pop(name, {}), name) for name, cls in _SECTIONS.items()}
     if raw:
         raise ConfigError(f"unknown section(s) in {path}: {sorted(raw)}")

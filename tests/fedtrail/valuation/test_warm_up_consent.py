@@ -232,3 +232,31 @@ def test_scope_2_takes_the_sites_word(table: dict[str, Any], takes: bool) -> Non
     if not takes:
         assert "warm_up_scope 2 under warm_up_floor 0.5" in detail
     assert _unrunnable(_terms(1.0, 2), accept) is None  # off: the scope decides nothing
+
+
+@pytest.mark.parametrize(
+    ("table", "warned"),
+    [
+        ("warm_up_floor = 0.5", True),  # session 63's node init, or a hand-set lower floor
+        ("warm_up_floor = 0.3", True),
+        ("warm_up_floor = 1.0", False),  # takes no floor below 1: the scopes decide nothing
+        ("warm_up_floor = 0.5\nwarm_up_scopes = [1]", False),
+        ("warm_up_floor = 0.5\nwarm_up_scopes = [0, 1]", False),  # said so itself
+        ("stale_cosine = 0.9999", False),
+    ],
+)
+def test_a_node_config_read_as_written_warns_of_the_unscoped_floor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, table: str, warned: bool
+) -> None:
+    """An ``[accept]`` that takes a floor below 1 without ``warm_up_scopes`` (read as
+    ``[0, 1]``) is named in a warning when the node loads it, with the line that takes only the
+    scoped floor (h-331: a hand-set lower floor took scope 0 too, unannounced)."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[node]\nname = "St. Mary"\n\n[accept]\n{table}\n')
+    with caplog.at_level("WARNING", logger="fedtrail.node.config"):
+        load_node_config(config)
+    messages = [r.getMessage() for r in caplog.records if "warm_up_scopes" in r.getMessage()]
+    assert bool(messages) == warned, messages
+    if warned:
+        assert "add warm_up_scopes = [1]" in messages[0]
+        assert str(config) in messages[0]
