@@ -146,7 +146,10 @@ cmd_start() {
     printf '\n--- %s start on %s\n' "$(date -Is)" "$API_MULTIADDR" >>"$LOGFILE"
     local log_from
     log_from=$(( $(wc -c <"$LOGFILE") + 1 ))
-    setsid "$JSIPFS" daemon --offline --enable-preload=false </dev/null >>"$LOGFILE" 2>&1 &
+    # scripts/ipfs_abort_guard.cjs: a read its client gave up on no longer ends the daemon
+    # (js-ipfs's CLI exits on the unhandled "Want for <cid> aborted" such a read leaves; h-333)
+    NODE_OPTIONS="--require $ROOT/scripts/ipfs_abort_guard.cjs${NODE_OPTIONS:+ $NODE_OPTIONS}" \
+        setsid "$JSIPFS" daemon --offline --enable-preload=false </dev/null >>"$LOGFILE" 2>&1 &
     pid=$!
     printf '%s\n' "$pid" >"$PIDFILE"
 
